@@ -115,3 +115,15 @@ func IDTime(id string) time.Time {
 	}
 	return time.UnixMilli(int64(ms))
 }
+
+// IDBound returns the smallest ID that can be made at t's millisecond: ids of events created at or
+// after t sort at or above it, which turns a time range into a key range.
+func IDBound(t time.Time) string {
+	ms := t.UnixMilli()
+	if ms < 0 {
+		ms = 0
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(ms)<<16)
+	return encode(b)
+}

@@ -1,0 +1,219 @@
+package model
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// Project types.
+const (
+	ProjectOutgoing = "outgoing"
+	ProjectIncoming = "incoming"
+)
+
+// Endpoint statuses.
+const (
+	EndpointActive   = "active"
+	EndpointPaused   = "paused"
+	EndpointDisabled = "disabled"
+)
+
+// DeliveryStatus is where one event delivery stands. Scheduled and Retry deliveries are pending: they
+// sit in the due-time index and the scheduler's wheel.
+type DeliveryStatus string
+
+const (
+	StatusScheduled  DeliveryStatus = "scheduled"
+	StatusProcessing DeliveryStatus = "processing"
+	StatusSuccess    DeliveryStatus = "success"
+	StatusRetry      DeliveryStatus = "retry"
+	StatusFailed     DeliveryStatus = "failed"
+	StatusDiscarded  DeliveryStatus = "discarded"
+)
+
+// AllStatuses lists the statuses in their stable index order (the byte a status index key carries).
+var AllStatuses = []DeliveryStatus{StatusScheduled, StatusProcessing, StatusSuccess, StatusRetry, StatusFailed, StatusDiscarded}
+
+// Valid reports whether s is a known status.
+func (s DeliveryStatus) Valid() bool { return s.Code() != 0 }
+
+// Code is the status's one-byte index code (0 for an unknown status).
+func (s DeliveryStatus) Code() byte {
+	for i, x := range AllStatuses {
+		if x == s {
+			return byte(i + 1)
+		}
+	}
+	return 0
+}
+
+// Pending reports whether a delivery in this status still waits for an attempt.
+func (s DeliveryStatus) Pending() bool { return s == StatusScheduled || s == StatusRetry }
+
+// Project is a tenant. API keys are scoped to one project.
+type Project struct {
+	UID       string        `json:"uid"`
+	Name      string        `json:"name"`
+	Type      string        `json:"type"`
+	Config    ProjectConfig `json:"config"`
+	CreatedAt time.Time     `json:"created_at"`
+	UpdatedAt time.Time     `json:"updated_at"`
+}
+
+// ProjectConfig holds per-project defaults that endpoints inherit.
+type ProjectConfig struct {
+	// Strategy is the default retry policy of the project's endpoints.
+	Strategy *RetryStrategy `json:"strategy,omitempty"`
+	// RateLimit is the default per-endpoint rate limit.
+	RateLimit *RateLimit `json:"ratelimit,omitempty"`
+	// Signature configures signature headers; Header defaults to X-Sluice-Signature.
+	Signature *SignatureConfig `json:"signature,omitempty"`
+	// MetaEventURL, when set, receives meta events (endpoint disabled, delivery failed).
+	MetaEventURL string `json:"meta_event_url,omitempty"`
+}
+
+// SignatureConfig names the simple signature header.
+type SignatureConfig struct {
+	Header string `json:"header,omitempty"`
+}
+
+// RetryStrategy is a retry policy as the API speaks it (Convoy's shape): Duration in seconds.
+type RetryStrategy struct {
+	// Type is "exponential" (with jitter), "linear", or "default" (the Standard Webhooks schedule).
+	Type       string `json:"type"`
+	Duration   int    `json:"duration"`
+	RetryCount int    `json:"retry_count"`
+}
+
+// RateLimit is Count events per Duration seconds.
+type RateLimit struct {
+	Count    int `json:"count"`
+	Duration int `json:"duration"`
+}
+
+// Secret is one endpoint signing secret; during a rotation an endpoint has several live ones.
+type Secret struct {
+	UID       string     `json:"uid"`
+	Value     string     `json:"value"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+}
+
+// Endpoint is a destination URL with its delivery settings.
+type Endpoint struct {
+	UID         string   `json:"uid"`
+	ProjectID   string   `json:"project_id"`
+	OwnerID     string   `json:"owner_id,omitempty"`
+	URL         string   `json:"url"`
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	Secrets     []Secret `json:"secrets"`
+	// HTTPTimeout is in seconds; 0 means the node default (30 s).
+	HTTPTimeout int `json:"http_timeout"`
+	// RateLimit events per RateLimitDuration seconds; 0 means unlimited.
+	RateLimit         int               `json:"rate_limit"`
+	RateLimitDuration int               `json:"rate_limit_duration"`
+	SupportEmail      string            `json:"support_email,omitempty"`
+	Status            string            `json:"status"`
+	Strategy          *RetryStrategy    `json:"strategy,omitempty"`
+	Headers           map[string]string `json:"headers,omitempty"`
+	EgressPool        string            `json:"egress_pool,omitempty"`
+	CreatedAt         time.Time         `json:"created_at"`
+	UpdatedAt         time.Time         `json:"updated_at"`
+}
+
+// Subscription routes events to an endpoint.
+type Subscription struct {
+	UID          string       `json:"uid"`
+	ProjectID    string       `json:"project_id"`
+	Name         string       `json:"name"`
+	Type         string       `json:"type"`
+	EndpointID   string       `json:"endpoint_id"`
+	FilterConfig FilterConfig `json:"filter_config"`
+	CreatedAt    time.Time    `json:"created_at"`
+	UpdatedAt    time.Time    `json:"updated_at"`
+}
+
+// FilterConfig selects events: EventTypes holds "*" or exact names.
+type FilterConfig struct {
+	EventTypes []string `json:"event_types"`
+}
+
+// Matches reports whether the subscription wants eventType.
+func (s *Subscription) Matches(eventType string) bool {
+	for _, t := range s.FilterConfig.EventTypes {
+		if t == "*" || t == eventType {
+			return true
+		}
+	}
+	return false
+}
+
+// Event is what a publisher sent. Data is kept as the exact bytes published.
+type Event struct {
+	UID       string `json:"uid"`
+	ProjectID string `json:"project_id"`
+	EventType string `json:"event_type"`
+	// EndpointID or OwnerID record how the event was targeted (neither: broadcast), so a replay
+	// resolves the same way against the current subscriptions.
+	EndpointID     string            `json:"endpoint_id,omitempty"`
+	OwnerID        string            `json:"owner_id,omitempty"`
+	Endpoints      []string          `json:"endpoints"`
+	Headers        map[string]string `json:"headers,omitempty"`
+	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	Data           json.RawMessage   `json:"data"`
+	CreatedAt      time.Time         `json:"created_at"`
+}
+
+// Delivery is one event to one endpoint.
+type Delivery struct {
+	UID           string         `json:"uid"`
+	ProjectID     string         `json:"project_id"`
+	EventID       string         `json:"event_id"`
+	EndpointID    string         `json:"endpoint_id"`
+	EventType     string         `json:"event_type"`
+	OwnerID       string         `json:"owner_id,omitempty"`
+	Status        DeliveryStatus `json:"status"`
+	Attempts      int            `json:"attempts"`
+	NextAttemptAt *time.Time     `json:"next_attempt_at,omitempty"`
+	LastStatus    int            `json:"last_http_status,omitempty"`
+	LastError     string         `json:"last_error,omitempty"`
+	CreatedAt     time.Time      `json:"created_at"`
+	UpdatedAt     time.Time      `json:"updated_at"`
+}
+
+// Attempt is one HTTP try of a delivery.
+type Attempt struct {
+	UID             string      `json:"uid"`
+	DeliveryID      string      `json:"event_delivery_id"`
+	ProjectID       string      `json:"project_id"`
+	EndpointID      string      `json:"endpoint_id"`
+	Number          int         `json:"attempt"`
+	Method          string      `json:"method"`
+	URL             string      `json:"url"`
+	RequestHeaders  http.Header `json:"request_http_header"`
+	StatusCode      int         `json:"http_status"`
+	ResponseHeaders http.Header `json:"response_http_header,omitempty"`
+	ResponseBody    string      `json:"response_data"`
+	BodyTruncated   bool        `json:"response_truncated,omitempty"`
+	LatencyMS       float64     `json:"latency_ms"`
+	Error           string      `json:"error,omitempty"`
+	EgressIP        string      `json:"ip_address,omitempty"`
+	CreatedAt       time.Time   `json:"created_at"`
+}
+
+// APIKey is a stored key: only the SHA-256 of the secret is kept. ProjectID is empty for the root key.
+type APIKey struct {
+	UID       string    `json:"uid"`
+	Hash      []byte    `json:"hash"`
+	ProjectID string    `json:"project_id,omitempty"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Key roles.
+const (
+	RoleRoot    = "root"
+	RoleProject = "project"
+)

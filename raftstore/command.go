@@ -1,0 +1,191 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluice-gw/sluice/model"
+)
+
+// CmdType names a state change. Values are persisted in the Raft log: never renumber.
+type CmdType uint8
+
+const (
+	CmdPutAPIKey CmdType = iota + 1
+	CmdPutProject
+	CmdDeleteProject
+	CmdPutEndpoint
+	CmdDeleteEndpoint
+	CmdPutSubscription
+	CmdDeleteSubscription
+	CmdPublish
+	CmdResults
+	CmdResend
+)
+
+func (t CmdType) String() string {
+	names := [...]string{"?", "put-api-key", "put-project", "delete-project", "put-endpoint", "delete-endpoint",
+		"put-subscription", "delete-subscription", "publish", "results", "resend"}
+	if int(t) < len(names) {
+		return names[t]
+	}
+	return fmt.Sprintf("cmd(%d)", t)
+}
+
+// Command is one state change. Meta is the JSON of the type's body; Blob carries bytes that must not be
+// re-encoded (an event's compressed data). Everything nondeterministic (ids, timestamps) is chosen by
+// the proposer's caller and travels in Meta, so applying a command is a pure function of the state.
+type Command struct {
+	Type CmdType
+	Meta []byte
+	Blob []byte
+}
+
+// PutProject creates or replaces a project; Key, when set, is stored with it (creation).
+type PutProject struct {
+	Project model.Project `json:"project"`
+	Key     *model.APIKey `json:"key,omitempty"`
+	Create  bool          `json:"create,omitempty"`
+}
+
+// DeleteRef names a resource to delete; At is the time of the deletion.
+type DeleteRef struct {
+	ProjectID string    `json:"project_id"`
+	ID        string    `json:"id"`
+	At        time.Time `json:"at"`
+}
+
+// PutEndpoint creates or replaces an endpoint. Create fails if it exists; otherwise it must exist.
+type PutEndpoint struct {
+	Endpoint model.Endpoint `json:"endpoint"`
+	Create   bool           `json:"create,omitempty"`
+}
+
+// PutSubscription creates or replaces a subscription.
+type PutSubscription struct {
+	Subscription model.Subscription `json:"subscription"`
+	Create       bool               `json:"create,omitempty"`
+}
+
+// Publish stores an event and one delivery per target. Replay adds deliveries to an existing event.
+type Publish struct {
+	Event model.Event `json:"event"` // Data travels compressed in Command.Blob
+	// Targets are the matched endpoints, each with the delivery id chosen for it.
+	Targets []Target `json:"targets"`
+	Replay  bool     `json:"replay,omitempty"`
+}
+
+// Target is one endpoint a published event goes to.
+type Target struct {
+	EndpointID string `json:"e"`
+	DeliveryID string `json:"d"`
+	OwnerID    string `json:"o,omitempty"`
+}
+
+// Results records delivery attempts and what follows them.
+type Results struct {
+	Results []AttemptResult `json:"results"`
+}
+
+// AttemptResult is one attempt's outcome.
+type AttemptResult struct {
+	ProjectID       string               `json:"project_id"`
+	DeliveryID      string               `json:"delivery_id"`
+	Status          model.DeliveryStatus `json:"status"`
+	NextAttemptAt   time.Time            `json:"next_attempt_at,omitzero"`
+	DisableEndpoint bool                 `json:"disable_endpoint,omitempty"`
+	Attempt         *model.Attempt       `json:"attempt,omitempty"`
+	At              time.Time            `json:"at"`
+}
+
+// Resend makes deliveries pending again, due at At.
+type Resend struct {
+	ProjectID   string    `json:"project_id"`
+	DeliveryIDs []string  `json:"delivery_ids"`
+	At          time.Time `json:"at"`
+}
+
+// NewCommand encodes body as the command's Meta.
+func NewCommand(t CmdType, body any, blob []byte) (Command, error) {
+	meta, err := json.Marshal(body)
+	if err != nil {
+		return Command{}, fmt.Errorf("raftstore: encode %s command: %w", t, err)
+	}
+	return Command{Type: t, Meta: meta, Blob: blob}, nil
+}
+
+// Entry framing: version byte, command count, then per command: type, meta length, meta, blob length,
+// blob (lengths as uvarints). One Raft entry carries a whole proposer batch.
+const entryVersion = 1
+
+var errBadEntry = errors.New("raftstore: malformed log entry")
+
+func encodedSize(c *Command) int {
+	return 1 + binary.MaxVarintLen64*2 + len(c.Meta) + len(c.Blob)
+}
+
+func appendCommand(dst []byte, c *Command) []byte {
+	dst = append(dst, byte(c.Type))
+	dst = binary.AppendUvarint(dst, uint64(len(c.Meta)))
+	dst = append(dst, c.Meta...)
+	dst = binary.AppendUvarint(dst, uint64(len(c.Blob)))
+	return append(dst, c.Blob...)
+}
+
+func encodeEntry(cmds []*Command) []byte {
+	n := 1 + binary.MaxVarintLen64
+	for _, c := range cmds {
+		n += encodedSize(c)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, entryVersion)
+	b = binary.AppendUvarint(b, uint64(len(cmds)))
+	for _, c := range cmds {
+		b = appendCommand(b, c)
+	}
+	return b
+}
+
+// decodeEntry splits an entry into commands; Meta and Blob alias data.
+func decodeEntry(data []byte) ([]Command, error) {
+	if len(data) < 2 || data[0] != entryVersion {
+		return nil, fmt.Errorf("%w: bad version or length %d", errBadEntry, len(data))
+	}
+	p := data[1:]
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n > uint64(len(p)) {
+		return nil, fmt.Errorf("%w: bad command count", errBadEntry)
+	}
+	p = p[k:]
+	cmds := make([]Command, 0, n)
+	for i := uint64(0); i < n; i++ {
+		if len(p) < 1 {
+			return nil, fmt.Errorf("%w: truncated at command %d", errBadEntry, i)
+		}
+		c := Command{Type: CmdType(p[0])}
+		p = p[1:]
+		var err error
+		if c.Meta, p, err = takeBytes(p); err != nil {
+			return nil, fmt.Errorf("%w: command %d meta: %v", errBadEntry, i, err)
+		}
+		if c.Blob, p, err = takeBytes(p); err != nil {
+			return nil, fmt.Errorf("%w: command %d blob: %v", errBadEntry, i, err)
+		}
+		cmds = append(cmds, c)
+	}
+	if len(p) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", errBadEntry, len(p))
+	}
+	return cmds, nil
+}
+
+func takeBytes(p []byte) (val, rest []byte, err error) {
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n > uint64(len(p)-k) {
+		return nil, nil, errors.New("bad length")
+	}
+	return p[k : k+int(n)], p[k+int(n):], nil
+}

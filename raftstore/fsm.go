@@ -1,0 +1,663 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/hashicorp/raft"
+	"github.com/sluice-gw/sluice/model"
+)
+
+// Errors a command can apply with. They are deterministic outcomes (every replica reaches the same
+// one), returned to the proposer's caller.
+var (
+	ErrNotFound = errors.New("raftstore: not found")
+	ErrExists   = errors.New("raftstore: already exists")
+	ErrClosed   = errors.New("raftstore: closed")
+	ErrBadCmd   = errors.New("raftstore: malformed command")
+)
+
+// Result is the outcome of applying one command.
+type Result struct {
+	Err error
+	// Publish: the event id (the original one when Duplicate), and how many deliveries were created.
+	EventID   string
+	Matched   int
+	Duplicate bool
+	// Resend: how many deliveries were made pending again.
+	Count int
+}
+
+// Due is a pending delivery and when it should next be attempted.
+type Due struct {
+	ProjectID, EndpointID, DeliveryID string
+	At                                time.Time
+}
+
+// Effects is what a committed batch means for dispatch. Observers get it on the FSM goroutine right
+// after the batch is durable in the state DB's memtable, so they must be quick (a timing wheel insert).
+type Effects struct {
+	// Due lists deliveries that became pending (new, retried, resent, or whose endpoint reactivated).
+	Due []Due
+	// Endpoints lists endpoints whose status changed or that were deleted: lanes drop queued work
+	// for them and reload config.
+	Endpoints []string
+	// Reset says the whole state was replaced (snapshot restore): rebuild from the due index.
+	Reset bool
+}
+
+// FSM applies committed commands to the state DB. Apply, ApplyBatch, Snapshot and Restore are called
+// by raft from its single FSM goroutine; applied is written there and read atomically elsewhere.
+type FSM struct {
+	st      *stateDB
+	cat     atomic.Pointer[catalog]
+	applied atomic.Uint64
+	log     *slog.Logger
+	// observe is set before raft starts and never changed; called on the FSM goroutine.
+	observe func(Effects)
+}
+
+var (
+	_ raft.FSM         = (*FSM)(nil)
+	_ raft.BatchingFSM = (*FSM)(nil)
+)
+
+func newFSM(st *stateDB, log *slog.Logger, observe func(Effects)) (*FSM, error) {
+	f := &FSM{st: st, log: log, observe: observe}
+	if f.observe == nil {
+		f.observe = func(Effects) {}
+	}
+	if err := f.reload(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// reload re-reads the applied index and the catalog after open or restore.
+func (f *FSM) reload() error {
+	return f.st.view(func(db *pebble.DB) error {
+		idx, err := readApplied(db)
+		if err != nil {
+			return err
+		}
+		cat, err := loadCatalog(db)
+		if err != nil {
+			return err
+		}
+		f.applied.Store(idx)
+		f.cat.Store(cat)
+		return nil
+	})
+}
+
+// AppliedIndex is the last Raft index whose effects are in the state DB.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch applies a run of committed entries in one Pebble batch together with the new applied
+// index, so the state and its position in the log can never disagree. Entries at or below the stored
+// applied index were applied before a restart and are skipped.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	if len(logs) == 0 {
+		return out
+	}
+	applied := f.applied.Load()
+	var ap applier
+	ap.cat = f.cat.Load()
+	var last uint64
+	err := f.st.view(func(db *pebble.DB) error {
+		ap.b = db.NewIndexedBatch()
+		defer ap.b.Close()
+		for i, l := range logs {
+			if l.Index <= applied {
+				continue
+			}
+			last = l.Index
+			if l.Type != raft.LogCommand {
+				continue
+			}
+			cmds, err := decodeEntry(l.Data)
+			if err != nil {
+				// Deterministic on every replica: the entry is refused as a whole.
+				f.log.Error("skipping malformed raft entry", "index", l.Index, "err", err)
+				out[i] = []Result{{Err: err}}
+				continue
+			}
+			rs := make([]Result, len(cmds))
+			for j := range cmds {
+				rs[j] = ap.apply(&cmds[j])
+			}
+			out[i] = rs
+		}
+		if last == 0 {
+			return nil
+		}
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], last)
+		ap.b.Set(keyApplied, v[:], nil)
+		return ap.b.Commit(pebble.NoSync)
+	})
+	if err != nil {
+		// The log holds these entries durably; refusing to continue keeps the state from skipping
+		// them. A restart re-applies from the last applied index.
+		panic(fmt.Sprintf("BUG: raftstore: commit state batch through index %d: %v", last, err))
+	}
+	if last == 0 {
+		return out
+	}
+	f.applied.Store(last)
+	for _, fn := range ap.after {
+		fn()
+	}
+	if len(ap.eff.Due) > 0 || len(ap.eff.Endpoints) > 0 {
+		f.observe(ap.eff)
+	}
+	return out
+}
+
+// Snapshot makes the state durable up to the applied index, then captures it. Syncing here is what
+// allows raft to truncate the log behind the snapshot.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.st.sync(); err != nil {
+		return nil, err
+	}
+	var s *fsmSnapshot
+	err := f.st.view(func(db *pebble.DB) error {
+		s = &fsmSnapshot{snap: db.NewSnapshot(), applied: f.applied.Load()}
+		return nil
+	})
+	return s, err
+}
+
+// Restore replaces the whole state with a snapshot stream.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := f.st.restoreFrom(rc); err != nil {
+		return err
+	}
+	if err := f.reload(); err != nil {
+		return err
+	}
+	f.log.Info("state restored from snapshot", "applied_index", f.applied.Load())
+	f.observe(Effects{Reset: true})
+	return nil
+}
+
+// applier applies the commands of one batch. Reads go through the indexed batch so a command sees
+// the writes of the commands before it in the same batch.
+type applier struct {
+	b     *pebble.Batch
+	cat   *catalog
+	eff   Effects
+	after []func() // catalog updates, run once the batch is committed
+}
+
+func (a *applier) apply(c *Command) Result {
+	var err error
+	res := Result{}
+	switch c.Type {
+	case CmdPutAPIKey:
+		var k model.APIKey
+		if err = decode(c, &k); err == nil {
+			err = a.putAPIKey(&k)
+		}
+	case CmdPutProject:
+		var p PutProject
+		if err = decode(c, &p); err == nil {
+			err = a.putProject(&p)
+		}
+	case CmdDeleteProject:
+		var d DeleteRef
+		if err = decode(c, &d); err == nil {
+			err = a.deleteProject(d.ProjectID)
+		}
+	case CmdPutEndpoint:
+		var p PutEndpoint
+		if err = decode(c, &p); err == nil {
+			err = a.putEndpoint(&p)
+		}
+	case CmdDeleteEndpoint:
+		var d DeleteRef
+		if err = decode(c, &d); err == nil {
+			err = a.deleteEndpoint(&d)
+		}
+	case CmdPutSubscription:
+		var p PutSubscription
+		if err = decode(c, &p); err == nil {
+			err = a.putSubscription(&p)
+		}
+	case CmdDeleteSubscription:
+		var d DeleteRef
+		if err = decode(c, &d); err == nil {
+			err = a.deleteSubscription(&d)
+		}
+	case CmdPublish:
+		var p Publish
+		if err = decode(c, &p); err == nil {
+			res, err = a.publish(&p, c.Blob)
+		}
+	case CmdResults:
+		var r Results
+		if err = decode(c, &r); err == nil {
+			err = a.results(&r)
+		}
+	case CmdResend:
+		var r Resend
+		if err = decode(c, &r); err == nil {
+			res.Count, err = a.resend(&r)
+		}
+	default:
+		err = fmt.Errorf("%w: unknown type %d", ErrBadCmd, c.Type)
+	}
+	res.Err = err
+	return res
+}
+
+func decode(c *Command, v any) error {
+	if err := json.Unmarshal(c.Meta, v); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrBadCmd, c.Type, err)
+	}
+	return nil
+}
+
+func (a *applier) exists(k []byte) bool {
+	_, closer, err := a.b.Get(k)
+	if err != nil {
+		return false
+	}
+	closer.Close()
+	return true
+}
+
+func (a *applier) getJSON(k []byte, v any) error {
+	val, closer, err := a.b.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	return json.Unmarshal(val, v)
+}
+
+func (a *applier) setJSON(k []byte, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("BUG: raftstore: marshal record: " + err.Error())
+	}
+	a.b.Set(k, b, nil)
+}
+
+// forEach calls fn with each key (and value) under prefix, in order; fn must not write to the batch
+// (pebble iterators over an indexed batch do not see writes made after they were opened).
+func (a *applier) forEach(prefix []byte, fn func(k, v []byte) error) error {
+	it, err := a.b.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+func (a *applier) putAPIKey(k *model.APIKey) error {
+	if len(k.Hash) != 32 {
+		return fmt.Errorf("%w: api key hash has %d bytes", ErrBadCmd, len(k.Hash))
+	}
+	if k.Role == model.RoleRoot {
+		// One root key at a time: setting a new one (a changed --root-key) revokes the old.
+		var old [][]byte
+		a.forEach([]byte{tagKey}, func(kk, v []byte) error {
+			var x model.APIKey
+			if json.Unmarshal(v, &x) == nil && x.Role == model.RoleRoot {
+				old = append(old, append([]byte(nil), kk...))
+			}
+			return nil
+		})
+		for _, kk := range old {
+			a.b.Delete(kk, nil)
+		}
+		cat := a.cat
+		a.after = append(a.after, func() {
+			cat.mu.Lock()
+			for h, x := range cat.keys {
+				if x.Role == model.RoleRoot {
+					delete(cat.keys, h)
+				}
+			}
+			cat.mu.Unlock()
+		})
+	} else if !a.exists(key(tagProject, k.ProjectID)) {
+		return fmt.Errorf("%w: project %s", ErrNotFound, k.ProjectID)
+	}
+	a.setJSON(key(tagKey, string(k.Hash)), k)
+	a.after = append(a.after, func() { a.cat.putKey(k) })
+	return nil
+}
+
+func (a *applier) putProject(p *PutProject) error {
+	pk := key(tagProject, p.Project.UID)
+	had := a.exists(pk)
+	if p.Create && had {
+		return fmt.Errorf("%w: project %s", ErrExists, p.Project.UID)
+	}
+	if !p.Create && !had {
+		return fmt.Errorf("%w: project %s", ErrNotFound, p.Project.UID)
+	}
+	a.setJSON(pk, &p.Project)
+	proj := p.Project
+	a.after = append(a.after, func() { a.cat.putProject(&proj) })
+	if p.Key != nil {
+		p.Key.ProjectID = p.Project.UID
+		return a.putAPIKey(p.Key)
+	}
+	return nil
+}
+
+func (a *applier) deleteProject(pid string) error {
+	if !a.exists(key(tagProject, pid)) {
+		return fmt.Errorf("%w: project %s", ErrNotFound, pid)
+	}
+	// The due index is keyed by time, not project: remove the project's pending entries first.
+	for _, st := range []model.DeliveryStatus{model.StatusScheduled, model.StatusRetry} {
+		var dues [][]byte
+		err := a.forEach(statusKey(pid, st, ""), func(k, _ []byte) error {
+			did := string(k[len(k)-model.IDLen:])
+			var d model.Delivery
+			if err := a.getJSON(key(tagDelivery, pid, did), &d); err == nil && d.NextAttemptAt != nil {
+				dues = append(dues, dueKey(*d.NextAttemptAt, did))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range dues {
+			a.b.Delete(k, nil)
+		}
+	}
+	var keys [][]byte
+	a.forEach([]byte{tagKey}, func(k, v []byte) error {
+		var x model.APIKey
+		if json.Unmarshal(v, &x) == nil && x.ProjectID == pid {
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range keys {
+		a.b.Delete(k, nil)
+	}
+	for _, tag := range projectTags {
+		p := key(tag, pid)
+		a.b.DeleteRange(p, prefixEnd(p), nil)
+	}
+	eps := a.cat.projectEndpoints(pid)
+	for _, e := range eps {
+		a.eff.Endpoints = append(a.eff.Endpoints, e.UID)
+	}
+	a.after = append(a.after, func() { a.cat.deleteProject(pid) })
+	return nil
+}
+
+func (a *applier) putEndpoint(p *PutEndpoint) error {
+	e := p.Endpoint
+	if !a.exists(key(tagProject, e.ProjectID)) {
+		return fmt.Errorf("%w: project %s", ErrNotFound, e.ProjectID)
+	}
+	ek := key(tagEndpoint, e.ProjectID, e.UID)
+	var old model.Endpoint
+	err := a.getJSON(ek, &old)
+	switch {
+	case err != nil && !errors.Is(err, ErrNotFound):
+		return err
+	case p.Create && err == nil:
+		return fmt.Errorf("%w: endpoint %s", ErrExists, e.UID)
+	case !p.Create && err != nil:
+		return fmt.Errorf("%w: endpoint %s", ErrNotFound, e.UID)
+	}
+	a.setJSON(ek, &e)
+	a.after = append(a.after, func() { a.cat.putEndpoint(&e) })
+	if !p.Create && old.Status != e.Status {
+		a.eff.Endpoints = append(a.eff.Endpoints, e.UID)
+		if e.Status == model.EndpointActive {
+			// Paused or disabled endpoints keep their pending deliveries in the due index; lanes drop
+			// them. Reactivation hands them back to the scheduler.
+			return a.requeueEndpoint(e.ProjectID, e.UID)
+		}
+	}
+	return nil
+}
+
+func (a *applier) requeueEndpoint(pid, eid string) error {
+	for _, st := range []model.DeliveryStatus{model.StatusScheduled, model.StatusRetry} {
+		err := a.forEach(epStatusKey(pid, eid, st, ""), func(k, _ []byte) error {
+			did := string(k[len(k)-model.IDLen:])
+			var d model.Delivery
+			if err := a.getJSON(key(tagDelivery, pid, did), &d); err != nil || d.NextAttemptAt == nil {
+				return nil
+			}
+			a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: eid, DeliveryID: did, At: *d.NextAttemptAt})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *applier) deleteEndpoint(d *DeleteRef) error {
+	ek := key(tagEndpoint, d.ProjectID, d.ID)
+	if !a.exists(ek) {
+		return fmt.Errorf("%w: endpoint %s", ErrNotFound, d.ID)
+	}
+	// Pending deliveries to a deleted endpoint can never be sent: discard them so they leave the due
+	// index instead of being rescheduled on every restart.
+	var pending []string
+	for _, st := range []model.DeliveryStatus{model.StatusScheduled, model.StatusRetry} {
+		a.forEach(epStatusKey(d.ProjectID, d.ID, st, ""), func(k, _ []byte) error {
+			pending = append(pending, string(k[len(k)-model.IDLen:]))
+			return nil
+		})
+	}
+	for _, did := range pending {
+		var dl model.Delivery
+		if err := a.getJSON(key(tagDelivery, d.ProjectID, did), &dl); err != nil {
+			continue
+		}
+		dl.LastError = "endpoint deleted"
+		a.setStatus(&dl, model.StatusDiscarded, nil, d.At)
+	}
+	var subs [][]byte
+	a.forEach(key(tagSubscription, d.ProjectID), func(k, v []byte) error {
+		var s model.Subscription
+		if json.Unmarshal(v, &s) == nil && s.EndpointID == d.ID {
+			subs = append(subs, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range subs {
+		a.b.Delete(k, nil)
+	}
+	a.b.Delete(ek, nil)
+	a.eff.Endpoints = append(a.eff.Endpoints, d.ID)
+	a.after = append(a.after, func() { a.cat.deleteEndpoint(d.ProjectID, d.ID) })
+	return nil
+}
+
+func (a *applier) putSubscription(p *PutSubscription) error {
+	s := p.Subscription
+	if !a.exists(key(tagEndpoint, s.ProjectID, s.EndpointID)) {
+		return fmt.Errorf("%w: endpoint %s", ErrNotFound, s.EndpointID)
+	}
+	sk := key(tagSubscription, s.ProjectID, s.UID)
+	had := a.exists(sk)
+	if p.Create && had {
+		return fmt.Errorf("%w: subscription %s", ErrExists, s.UID)
+	}
+	if !p.Create && !had {
+		return fmt.Errorf("%w: subscription %s", ErrNotFound, s.UID)
+	}
+	a.setJSON(sk, &s)
+	a.after = append(a.after, func() { a.cat.putSubscription(&s) })
+	return nil
+}
+
+func (a *applier) deleteSubscription(d *DeleteRef) error {
+	sk := key(tagSubscription, d.ProjectID, d.ID)
+	if !a.exists(sk) {
+		return fmt.Errorf("%w: subscription %s", ErrNotFound, d.ID)
+	}
+	a.b.Delete(sk, nil)
+	a.after = append(a.after, func() { a.cat.deleteSubscription(d.ProjectID, d.ID) })
+	return nil
+}
+
+func (a *applier) publish(p *Publish, data []byte) (Result, error) {
+	ev := &p.Event
+	pid := ev.ProjectID
+	if !a.exists(key(tagProject, pid)) {
+		return Result{}, fmt.Errorf("%w: project %s", ErrNotFound, pid)
+	}
+	if p.Replay {
+		if !a.exists(key(tagEvent, pid, ev.UID)) {
+			return Result{}, fmt.Errorf("%w: event %s", ErrNotFound, ev.UID)
+		}
+	} else {
+		if ev.IdempotencyKey != "" {
+			ik := key(tagIdempotency, pid, ev.IdempotencyKey)
+			v, closer, err := a.b.Get(ik)
+			if err == nil {
+				orig := string(v)
+				closer.Close()
+				return Result{EventID: orig, Duplicate: true}, nil
+			}
+			a.b.Set(ik, []byte(ev.UID), nil)
+		}
+		ev.Data = nil
+		a.setJSON(key(tagEvent, pid, ev.UID), ev)
+		a.b.Set(key(tagEventData, pid, ev.UID), data, nil)
+	}
+	for _, t := range p.Targets {
+		d := model.Delivery{
+			UID: t.DeliveryID, ProjectID: pid, EventID: ev.UID, EndpointID: t.EndpointID,
+			EventType: ev.EventType, OwnerID: t.OwnerID, CreatedAt: ev.CreatedAt,
+		}
+		a.b.Set(key(tagByEndpoint, pid, t.EndpointID, t.DeliveryID), nil, nil)
+		a.b.Set(key(tagByEvent, pid, ev.UID, t.DeliveryID), nil, nil)
+		at := ev.CreatedAt
+		a.setStatus(&d, model.StatusScheduled, &at, ev.CreatedAt)
+	}
+	return Result{EventID: ev.UID, Matched: len(p.Targets)}, nil
+}
+
+// setStatus moves a delivery to status st (due at next when pending), keeping the status and due
+// indexes in step, and writes the record.
+func (a *applier) setStatus(d *model.Delivery, st model.DeliveryStatus, next *time.Time, at time.Time) {
+	pid, did := d.ProjectID, d.UID
+	if d.Status != "" && d.Status != st {
+		a.b.Delete(statusKey(pid, d.Status, did), nil)
+		a.b.Delete(epStatusKey(pid, d.EndpointID, d.Status, did), nil)
+	}
+	if d.Status.Pending() && d.NextAttemptAt != nil {
+		a.b.Delete(dueKey(*d.NextAttemptAt, did), nil)
+	}
+	if d.Status != st {
+		a.b.Set(statusKey(pid, st, did), nil, nil)
+		a.b.Set(epStatusKey(pid, d.EndpointID, st, did), nil, nil)
+	}
+	d.Status, d.UpdatedAt = st, at
+	d.NextAttemptAt = nil
+	if st.Pending() && next != nil {
+		n := *next
+		d.NextAttemptAt = &n
+		a.b.Set(dueKey(n, did), []byte(pid+d.EndpointID), nil)
+		a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: d.EndpointID, DeliveryID: did, At: n})
+	}
+	a.setJSON(key(tagDelivery, pid, did), d)
+}
+
+func (a *applier) results(rs *Results) error {
+	for i := range rs.Results {
+		r := &rs.Results[i]
+		if !r.Status.Valid() {
+			return fmt.Errorf("%w: result for %s has status %q", ErrBadCmd, r.DeliveryID, r.Status)
+		}
+		var d model.Delivery
+		if err := a.getJSON(key(tagDelivery, r.ProjectID, r.DeliveryID), &d); err != nil {
+			continue // deleted with its project meanwhile
+		}
+		if r.Attempt != nil {
+			a.setJSON(key(tagAttempt, r.ProjectID, r.DeliveryID, r.Attempt.UID), r.Attempt)
+			if r.Attempt.Number > d.Attempts {
+				d.Attempts = r.Attempt.Number
+			}
+			d.LastStatus = r.Attempt.StatusCode
+			d.LastError = r.Attempt.Error
+		}
+		if d.Status == model.StatusSuccess && r.Status != model.StatusSuccess {
+			// A late result from an attempt that was in flight across a failover must not undo a
+			// success: keep the attempt in the log, leave the status.
+			a.setJSON(key(tagDelivery, r.ProjectID, r.DeliveryID), &d)
+			continue
+		}
+		var next *time.Time
+		if r.Status.Pending() {
+			n := r.NextAttemptAt
+			next = &n
+		}
+		a.setStatus(&d, r.Status, next, r.At)
+		if r.DisableEndpoint {
+			if err := a.disableEndpoint(d.ProjectID, d.EndpointID, r.At); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (a *applier) disableEndpoint(pid, eid string, at time.Time) error {
+	var e model.Endpoint
+	if err := a.getJSON(key(tagEndpoint, pid, eid), &e); err != nil {
+		return nil
+	}
+	if e.Status == model.EndpointDisabled {
+		return nil
+	}
+	e.Status, e.UpdatedAt = model.EndpointDisabled, at
+	a.setJSON(key(tagEndpoint, pid, eid), &e)
+	a.after = append(a.after, func() { a.cat.putEndpoint(&e) })
+	a.eff.Endpoints = append(a.eff.Endpoints, eid)
+	return nil
+}
+
+func (a *applier) resend(r *Resend) (int, error) {
+	n := 0
+	for _, did := range r.DeliveryIDs {
+		var d model.Delivery
+		if err := a.getJSON(key(tagDelivery, r.ProjectID, did), &d); err != nil {
+			if len(r.DeliveryIDs) == 1 {
+				return 0, fmt.Errorf("%w: delivery %s", ErrNotFound, did)
+			}
+			continue
+		}
+		at := r.At
+		a.setStatus(&d, model.StatusScheduled, &at, r.At)
+		n++
+	}
+	return n, nil
+}

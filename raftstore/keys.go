@@ -1,0 +1,103 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/sluice-gw/sluice/model"
+)
+
+// State DB key layout. Every key starts with a one-byte table tag; IDs are fixed-width (26 bytes) and
+// time-ordered, so "newest first" listings are reverse prefix scans and id ranges are time ranges.
+//
+//	'm' name                       meta (applied index)
+//	'K' sha256(key)                API key record                  -> model.APIKey JSON
+//	'P' pid                        project                         -> model.Project JSON
+//	'E' pid eid                    endpoint                        -> model.Endpoint JSON
+//	'S' pid sid                    subscription                    -> model.Subscription JSON
+//	'V' pid evid                   event (without data)            -> model.Event JSON
+//	'W' pid evid                   event data, s2-compressed once at ingest
+//	'I' pid idempotency-key        idempotency index               -> evid
+//	'D' pid did                    delivery                        -> model.Delivery JSON
+//	'X' pid eid did                deliveries by endpoint          -> ""
+//	'Y' pid evid did               deliveries by event             -> ""
+//	'Q' pid status did             deliveries by status            -> ""
+//	'R' pid eid status did         deliveries by endpoint+status   -> ""
+//	'T' due-ms(8, BE) did          due-time index (pending only)   -> pid eid
+//	'A' pid did aid                attempt                         -> model.Attempt JSON
+const (
+	tagMeta         = 'm'
+	tagKey          = 'K'
+	tagProject      = 'P'
+	tagEndpoint     = 'E'
+	tagSubscription = 'S'
+	tagEvent        = 'V'
+	tagEventData    = 'W'
+	tagIdempotency  = 'I'
+	tagDelivery     = 'D'
+	tagByEndpoint   = 'X'
+	tagByEvent      = 'Y'
+	tagByStatus     = 'Q'
+	tagByEPStatus   = 'R'
+	tagDue          = 'T'
+	tagAttempt      = 'A'
+)
+
+// projectTags are the tables whose keys start with a project id, range-deleted with the project.
+var projectTags = []byte{tagProject, tagEndpoint, tagSubscription, tagEvent, tagEventData, tagIdempotency,
+	tagDelivery, tagByEndpoint, tagByEvent, tagByStatus, tagByEPStatus, tagAttempt}
+
+var keyApplied = []byte{tagMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
+
+func key(tag byte, parts ...string) []byte {
+	n := 1
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 1, n)
+	k[0] = tag
+	for _, p := range parts {
+		k = append(k, p...)
+	}
+	return k
+}
+
+func statusKey(pid string, st model.DeliveryStatus, did string) []byte {
+	k := make([]byte, 0, 1+len(pid)+1+len(did))
+	k = append(k, tagByStatus)
+	k = append(k, pid...)
+	k = append(k, st.Code())
+	return append(k, did...)
+}
+
+func epStatusKey(pid, eid string, st model.DeliveryStatus, did string) []byte {
+	k := make([]byte, 0, 1+len(pid)+len(eid)+1+len(did))
+	k = append(k, tagByEPStatus)
+	k = append(k, pid...)
+	k = append(k, eid...)
+	k = append(k, st.Code())
+	return append(k, did...)
+}
+
+func dueKey(at time.Time, did string) []byte {
+	k := make([]byte, 9, 9+len(did))
+	k[0] = tagDue
+	ms := at.UnixMilli()
+	if ms < 0 {
+		ms = 0
+	}
+	binary.BigEndian.PutUint64(k[1:], uint64(ms))
+	return append(k, did...)
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil // p is all 0xff: no upper bound
+}

@@ -1,0 +1,238 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// ErrNotLeader is returned when this node cannot commit: another node leads (or none does yet).
+var ErrNotLeader = errors.New("raftstore: not the leader")
+
+// ProposerConfig bounds the proposer's batches. Zero values take the defaults.
+type ProposerConfig struct {
+	// MaxBatchBytes caps the encoded size of one Raft entry. Default 1 MiB.
+	MaxBatchBytes int
+	// MaxBatchCommands caps the commands in one entry. Default 4096.
+	MaxBatchCommands int
+	// MaxInFlight is how many entries may be between raft.Apply and FSM apply at once. While all
+	// slots are busy, new proposals accumulate into the next batch: this is where batching comes
+	// from under load, with no added latency when idle. Default 64.
+	MaxInFlight int
+	// QueueLen is the proposal queue; a full queue blocks Propose (backpressure). Default 16384.
+	QueueLen int
+	// ApplyTimeout bounds how long raft may take to accept an entry. Default 10 s.
+	ApplyTimeout time.Duration
+}
+
+func (c *ProposerConfig) setDefaults() {
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 1 << 20
+	}
+	if c.MaxBatchCommands <= 0 {
+		c.MaxBatchCommands = 4096
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 64
+	}
+	if c.QueueLen <= 0 {
+		c.QueueLen = 16384
+	}
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+}
+
+type proposal struct {
+	cmd  *Command
+	size int
+	done chan proposalResult // buffered 1: the completer never blocks on a caller that left
+}
+
+type proposalResult struct {
+	res Result
+	err error
+}
+
+type inflight struct {
+	f     raft.ApplyFuture
+	batch []*proposal
+	start time.Time
+}
+
+// proposer turns concurrent proposals into few Raft entries. Its run goroutine owns batch assembly;
+// its complete goroutine waits on futures in log order and answers callers. Stats are atomic.
+type proposer struct {
+	cfg     ProposerConfig
+	r       *raft.Raft
+	in      chan *proposal
+	slots   chan struct{} // a token per in-flight entry
+	pending chan inflight
+	stopCh  chan struct{}
+	wg      sync.WaitGroup
+	stats   *Stats
+}
+
+func newProposer(cfg ProposerConfig, r *raft.Raft, stats *Stats) *proposer {
+	cfg.setDefaults()
+	p := &proposer{
+		cfg:     cfg,
+		r:       r,
+		in:      make(chan *proposal, cfg.QueueLen),
+		slots:   make(chan struct{}, cfg.MaxInFlight),
+		pending: make(chan inflight, cfg.MaxInFlight),
+		stopCh:  make(chan struct{}),
+		stats:   stats,
+	}
+	p.wg.Add(2)
+	go p.run()
+	go p.complete()
+	return p
+}
+
+func (p *proposer) stop() {
+	close(p.stopCh)
+	p.wg.Wait()
+}
+
+// propose submits cmd and waits until it is committed and applied (or ctx ends: the command may still
+// apply later, which is why publishes carry idempotency keys).
+func (p *proposer) propose(ctx context.Context, cmd *Command) (Result, error) {
+	pr := &proposal{cmd: cmd, size: encodedSize(cmd), done: make(chan proposalResult, 1)}
+	if pr.size > p.cfg.MaxBatchBytes {
+		return Result{}, fmt.Errorf("raftstore: %s command of %d bytes exceeds the %d-byte entry limit", cmd.Type, pr.size, p.cfg.MaxBatchBytes)
+	}
+	select {
+	case p.in <- pr:
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	case <-p.stopCh:
+		return Result{}, ErrClosed
+	}
+	select {
+	case r := <-pr.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	case <-p.stopCh:
+		return Result{}, ErrClosed
+	}
+}
+
+func (p *proposer) run() {
+	defer p.wg.Done()
+	defer close(p.pending)
+	var carry *proposal // a proposal that did not fit the previous batch
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-p.in:
+			case <-p.stopCh:
+				return
+			}
+		}
+		batch, size := []*proposal{first}, first.size
+		add := func(pr *proposal) bool {
+			if size+pr.size > p.cfg.MaxBatchBytes {
+				carry = pr
+				return false
+			}
+			batch, size = append(batch, pr), size+pr.size
+			return true
+		}
+		full := func() bool {
+			return carry != nil || size >= p.cfg.MaxBatchBytes || len(batch) >= p.cfg.MaxBatchCommands
+		}
+		// Wait for a pipeline slot, gathering what arrives meanwhile: under load the batch grows
+		// while earlier entries are being committed; when idle the slot is free at once.
+		slot := false
+		for !slot && !full() {
+			select {
+			case p.slots <- struct{}{}:
+				slot = true
+			case pr := <-p.in:
+				add(pr)
+			case <-p.stopCh:
+				p.fail(batch, carry)
+				return
+			}
+		}
+		if !slot {
+			select {
+			case p.slots <- struct{}{}:
+			case <-p.stopCh:
+				p.fail(batch, carry)
+				return
+			}
+		}
+		// Take whatever else is already queued without waiting.
+	drain:
+		for !full() {
+			select {
+			case pr := <-p.in:
+				add(pr)
+			default:
+				break drain
+			}
+		}
+		p.send(batch)
+	}
+}
+
+func (p *proposer) fail(batch []*proposal, carry *proposal) {
+	failAll(batch, ErrClosed)
+	if carry != nil {
+		failAll([]*proposal{carry}, ErrClosed)
+	}
+}
+
+// send proposes one batch; the caller holds a slot for it.
+func (p *proposer) send(batch []*proposal) {
+	cmds := make([]*Command, len(batch))
+	for i, pr := range batch {
+		cmds[i] = pr.cmd
+	}
+	p.stats.observeBatch(len(batch))
+	f := p.r.Apply(encodeEntry(cmds), p.cfg.ApplyTimeout)
+	p.pending <- inflight{f: f, batch: batch, start: time.Now()}
+}
+
+func (p *proposer) complete() {
+	defer p.wg.Done()
+	for in := range p.pending {
+		err := in.f.Error()
+		<-p.slots
+		if err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+				err = fmt.Errorf("%w: %v", ErrNotLeader, err)
+			} else if errors.Is(err, raft.ErrRaftShutdown) {
+				err = ErrClosed
+			} else {
+				err = fmt.Errorf("raftstore: apply: %w", err)
+			}
+			failAll(in.batch, err)
+			continue
+		}
+		p.stats.observeCommit(time.Since(in.start))
+		rs, ok := in.f.Response().([]Result)
+		if !ok || len(rs) != len(in.batch) {
+			failAll(in.batch, fmt.Errorf("raftstore: entry %d applied without results", in.f.Index()))
+			continue
+		}
+		for i, pr := range in.batch {
+			pr.done <- proposalResult{res: rs[i], err: rs[i].Err}
+		}
+	}
+}
+
+func failAll(batch []*proposal, err error) {
+	for _, pr := range batch {
+		pr.done <- proposalResult{err: err}
+	}
+}
