@@ -1,0 +1,78 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// serveConfig is every setting of `sluice serve`. Each field has one flag and one environment
+// variable (SLUICE_ + the flag name upper-cased with - as _); a flag given on the command line wins
+// over the environment, which wins over the default.
+type serveConfig struct {
+	DataDir         string
+	HTTPAddr        string
+	RaftAddr        string
+	AdvertiseRaft   string
+	NodeID          string
+	RootKey         string
+	MaxPayloadBytes int64
+	EgressIPs       string
+	LogFormat       string
+	LogLevel        string
+	SnapshotEvery   uint64
+	ShutdownTimeout time.Duration
+	Workers         int
+}
+
+func (c *serveConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", "./sluice-data", "directory for the Raft log, snapshots and state")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:5005", "REST API listen address")
+	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:5007", "Raft transport listen address")
+	fs.StringVar(&c.AdvertiseRaft, "advertise-raft-addr", "", "Raft address other nodes dial (default: --raft-addr)")
+	fs.StringVar(&c.NodeID, "node-id", "node1", "this node's id in the cluster")
+	fs.StringVar(&c.RootKey, "root-key", "", "root API key (default: generated on first start and printed once)")
+	fs.Int64Var(&c.MaxPayloadBytes, "max-payload-bytes", 1<<20, "largest accepted request body in bytes (413 above)")
+	fs.StringVar(&c.EgressIPs, "egress-ips", "", "comma-separated local IPs deliveries leave from (default: the system's choice)")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Uint64Var(&c.SnapshotEvery, "snapshot-threshold", 8192, "Raft entries between snapshots")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for in-flight work")
+	fs.IntVar(&c.Workers, "workers", 256, "global budget of concurrent delivery requests")
+}
+
+// parseServe fills c from defaults, then the environment, then args.
+func parseServe(args []string, c *serveConfig) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	c.flags(fs)
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "SLUICE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format: %q is not text or json", c.LogFormat)
+	}
+	if c.MaxPayloadBytes <= 0 {
+		return fmt.Errorf("--max-payload-bytes: must be > 0, got %s", strconv.FormatInt(c.MaxPayloadBytes, 10))
+	}
+	return nil
+}
