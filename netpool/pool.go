@@ -1,0 +1,451 @@
+package netpool
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"net/url"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"weak"
+)
+
+// Sentinel errors. Response.Err wraps one or two of them with %w, followed by the method, the URL
+// (password redacted) and the underlying cause, which stays reachable too (errors.Is(err,
+// syscall.ECONNREFUSED), errors.As(err, &x509Err)...). Classify with errors.Is, never by message.
+var (
+	// ErrConnect: no connection was obtained, so nothing was sent and a retry cannot duplicate the
+	// delivery. It is paired with ErrTimeout, ErrTLS or ErrCanceled when one of those is the reason.
+	ErrConnect = errors.New("netpool: connect failed")
+	// ErrTimeout: the attempt's Timeout (or the caller's context deadline) passed, or a dial or TLS
+	// handshake timed out.
+	ErrTimeout = errors.New("netpool: timeout")
+	// ErrTLS: the TLS handshake or certificate verification failed, on either side.
+	ErrTLS = errors.New("netpool: tls failed")
+	// ErrTransport: the connection failed after it was obtained (reset, EOF before the response ended,
+	// protocol error). The request may have been processed; if StatusCode is set, it was answered.
+	ErrTransport = errors.New("netpool: transport error")
+	// ErrCanceled: the caller's context was canceled (shutdown, lost dispatch ownership); not the
+	// endpoint's fault.
+	ErrCanceled = errors.New("netpool: canceled")
+	// ErrBadRequest: the Request cannot be sent at all (bad URL or method, nil Request); retrying will
+	// not help.
+	ErrBadRequest = errors.New("netpool: bad request")
+	// ErrUnknownPool: Request.EgressPool names no configured pool.
+	ErrUnknownPool = errors.New("netpool: unknown egress pool")
+	// ErrClosed: Do was called after Close.
+	ErrClosed = errors.New("netpool: pool closed")
+	// ErrConfig: Config.Validate rejected a field; the message names it.
+	ErrConfig = errors.New("netpool: invalid config")
+)
+
+// errAttemptTimeout is the cancel cause of an attempt's own deadline. It tells "our Timeout fired" apart
+// from "the caller's context ended", and still matches context.DeadlineExceeded.
+var errAttemptTimeout = fmt.Errorf("attempt timeout: %w", context.DeadlineExceeded)
+
+const (
+	// maxResponseHeaderBytes bounds response headers. net/http's default is 10 MiB per response, which
+	// would let hostile endpoints undo the body cap; webhook receivers answer with a few hundred bytes.
+	maxResponseHeaderBytes = 256 << 10
+	// h2ConnWindow bounds what one HTTP/2 connection may buffer unread (net/http's default is 1 GiB).
+	h2ConnWindow = 4 << 20
+	// h2PingAfter sends a health-check ping on an HTTP/2 connection silent this long, so a dead
+	// connection is found before every multiplexed attempt on it times out.
+	h2PingAfter = 30 * time.Second
+)
+
+// Request is one delivery attempt.
+type Request struct {
+	Method string // "" means POST
+	URL    string // absolute http or https URL
+	// Header is sent as is and never modified; if it has no User-Agent, Config.UserAgent is sent on a
+	// copy (set one to save the copy). Like Body, do not modify it once Do has been called.
+	Header http.Header
+	// Body is sent as is. Treat it as immutable: net/http may still be reading it when Do returns
+	// (a receiver can answer before reading the whole request).
+	Body []byte
+	// Timeout bounds the whole attempt: waiting for a connection, connect, TLS, writing the request,
+	// the response headers and the capped body read. 0 means Config.DefaultTimeout.
+	Timeout time.Duration
+	// EgressPool selects a named pool of Config.Pools; "" is the default pool (Config.EgressIPs).
+	EgressPool string
+	// Key is stable per endpoint (its id). It picks the egress IP within the pool by a deterministic
+	// hash, so an endpoint always leaves from the same IP. "" hashes the URL instead.
+	Key string
+	// TLS is the endpoint's TLS client configuration: client certificate for mTLS, CA bundle,
+	// ServerName. nil means the system roots. Transports are cached per (egress IP, *tls.Config
+	// pointer): keep one *tls.Config per endpoint and pass the same pointer on every attempt, and do
+	// not modify it after first use (crypto/tls already requires that). When the endpoint's
+	// certificate changes build a new *tls.Config; the old one's transport is closed once the old
+	// config is garbage collected. A config whose callbacks capture the config itself is never
+	// collected, so its transport lives until Close.
+	TLS *tls.Config
+}
+
+// Response is the outcome of one attempt. Err and StatusCode are independent: a status with an error
+// means the response headers arrived but the body read failed (reset, timeout); the receiver did
+// answer, so a 2xx there is the receiver's acceptance.
+type Response struct {
+	StatusCode int         // 0 if no response headers arrived
+	Header     http.Header // response headers, nil if none arrived
+	// Body is at most Config.KeepBodyBytes of the response body, the part received before any error.
+	Body          []byte
+	BodyTruncated bool          // the body was longer than Body
+	Latency       time.Duration // from sending to the end of the body read (or the error)
+	EgressIP      string        // local IP of the connection used, "" if none was obtained
+	Err           error         // see the Err* sentinels
+}
+
+// Pool sends attempts over keep-alive connections bound to egress IPs. It is safe for concurrent use.
+type Pool struct {
+	cfg    Config
+	pools  map[string][]*egress // "" is the default pool; immutable after New
+	all    []*egress            // every distinct egress once, for Close; immutable after New
+	ua     []string             // {cfg.UserAgent}, shared by every header that lacks one
+	bufs   sync.Pool            // *[]byte of cfg.KeepBodyBytes: body-read buffers
+	closed atomic.Bool
+}
+
+// egress is one source address and the transports dialing from it. net/http pools connections by
+// (proxy, scheme, addr) only, so binding a local address needs a transport of its own.
+type egress struct {
+	ip    netip.Addr // invalid means the system's choice
+	ipStr string     // ip.String(), so filling Response.EgressIP costs nothing
+	plain *http.Transport
+	mk    func(*tls.Config) *http.Transport
+
+	mu    sync.Mutex // guards byTLS
+	byTLS map[weak.Pointer[tls.Config]]*http.Transport
+}
+
+// New validates cfg (filling defaults) and builds one transport per distinct egress IP. Transports for
+// Request.TLS configs are built on first use.
+func New(cfg Config) (*Pool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		cfg:   cfg,
+		pools: make(map[string][]*egress, 1+len(cfg.Pools)),
+		ua:    []string{cfg.UserAgent},
+	}
+	keep := cfg.KeepBodyBytes
+	p.bufs.New = func() any { b := make([]byte, keep); return &b }
+
+	// An IP listed in several pools shares one egress, so its connections are shared too.
+	byIP := make(map[netip.Addr]*egress)
+	resolve := func(ips []netip.Addr) []*egress {
+		if len(ips) == 0 {
+			ips = []netip.Addr{{}}
+		}
+		out := make([]*egress, len(ips))
+		for i, ip := range ips {
+			ip = ip.Unmap()
+			e := byIP[ip]
+			if e == nil {
+				e = p.newEgress(ip)
+				byIP[ip] = e
+				p.all = append(p.all, e)
+			}
+			out[i] = e
+		}
+		return out
+	}
+	p.pools[""] = resolve(cfg.EgressIPs)
+	for name, ips := range cfg.Pools {
+		p.pools[name] = resolve(ips)
+	}
+	// The caller's slices are not retained.
+	p.cfg.EgressIPs, p.cfg.Pools = nil, nil
+	return p, nil
+}
+
+func (p *Pool) newEgress(ip netip.Addr) *egress {
+	d := &net.Dialer{Timeout: p.cfg.DialTimeout}
+	e := &egress{ip: ip, byTLS: make(map[weak.Pointer[tls.Config]]*http.Transport)}
+	if ip.IsValid() {
+		// With LocalAddr set, the dialer also keeps only destination addresses of the same family.
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0))
+		e.ipStr = ip.String()
+	}
+	e.mk = func(tc *tls.Config) *http.Transport { return p.newTransport(d, tc) }
+	e.plain = e.mk(nil)
+	return e
+}
+
+func (p *Pool) newTransport(d *net.Dialer, tc *tls.Config) *http.Transport {
+	c := &p.cfg
+	stream := min(int64(c.KeepBodyBytes)+c.DrainBodyBytes, h2ConnWindow)
+	return &http.Transport{
+		// No proxy, deliberately: HTTP(S)_PROXY from the environment would make deliveries leave from
+		// the proxy's address and silently defeat static egress.
+		Proxy:               nil,
+		DialContext:         d.DialContext,
+		TLSClientConfig:     tc,
+		TLSHandshakeTimeout: c.DialTimeout,
+		// A custom DialContext turns HTTP/2 off unless forced; receivers that offer h2 over TLS get it.
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: c.MaxIdleConnsPerHost,
+		MaxConnsPerHost:     c.MaxConnsPerHost,
+		IdleConnTimeout:     c.IdleConnTimeout,
+		// The attempt log shows the bytes on the wire, and "Header sent as is" means no
+		// Accept-Encoding the caller did not set: no transparent gzip.
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			// An HTTP/2 stream may buffer no more than we would read of it (net/http: 4 MiB).
+			MaxReceiveBufferPerStream:     int(stream),
+			MaxReceiveBufferPerConnection: h2ConnWindow,
+			SendPingTimeout:               h2PingAfter,
+		},
+	}
+}
+
+// transport returns the transport for tc: the shared plain one, or the one cached for this config.
+func (e *egress) transport(tc *tls.Config) *http.Transport {
+	if tc == nil {
+		return e.plain
+	}
+	// Keyed weakly so the cache never keeps an endpoint's config (and its private key) alive; the
+	// transport holds a clone, which also shields the caller's config from net/http adding "h2" to
+	// NextProtos.
+	key := weak.Make(tc)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if t := e.byTLS[key]; t != nil {
+		return t
+	}
+	t := e.mk(tc.Clone())
+	e.byTLS[key] = t
+	runtime.AddCleanup(tc, e.forget, key)
+	return t
+}
+
+// forget drops the transport of a collected TLS config. It runs on the runtime's cleanup goroutine.
+func (e *egress) forget(key weak.Pointer[tls.Config]) {
+	e.mu.Lock()
+	t := e.byTLS[key]
+	delete(e.byTLS, key)
+	e.mu.Unlock()
+	if t != nil {
+		t.CloseIdleConnections()
+	}
+}
+
+func (e *egress) closeIdle() {
+	e.plain.CloseIdleConnections()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, t := range e.byTLS {
+		t.CloseIdleConnections()
+	}
+}
+
+// tlsTransports reports how many per-TLS-config transports are cached; for tests.
+func (e *egress) tlsTransports() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.byTLS)
+}
+
+// localIP names the local address of c, without allocating in the common case of a bound egress IP.
+func (e *egress) localIP(c net.Conn) string {
+	la := c.LocalAddr()
+	ta, ok := la.(*net.TCPAddr)
+	if !ok {
+		return la.String()
+	}
+	ip := ta.AddrPort().Addr().Unmap()
+	if ip == e.ip {
+		return e.ipStr
+	}
+	return ip.String()
+}
+
+// Close closes idle connections of every transport and makes later Do calls fail with ErrClosed.
+// Attempts in flight finish; their connections are closed as they become idle.
+func (p *Pool) Close() {
+	p.closed.Store(true)
+	for _, e := range p.all {
+		e.closeIdle()
+	}
+}
+
+// attempt is the per-Do state the httptrace hook writes into. GotConn runs on the goroutine calling
+// RoundTrip (both HTTP/1 and HTTP/2), so conn needs no lock.
+type attempt struct {
+	trace httptrace.ClientTrace
+	conn  net.Conn
+}
+
+func (a *attempt) gotConn(info httptrace.GotConnInfo) { a.conn = info.Conn }
+
+// Do sends req and reads the capped response. It never panics and never returns nil; every failure is
+// in Response.Err. Redirects are not followed: a 3xx is returned like any response.
+func (p *Pool) Do(ctx context.Context, req *Request) *Response {
+	res := &Response{}
+	if req == nil {
+		res.Err = fmt.Errorf("%w: nil Request", ErrBadRequest)
+		return res
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodPost
+	}
+	if ctx == nil {
+		res.Err = fmt.Errorf("%w: %s %s: nil Context", ErrBadRequest, method, redactRaw(req.URL))
+		return res
+	}
+	if p.closed.Load() {
+		res.Err = fmt.Errorf("%w: %s %s", ErrClosed, method, redactRaw(req.URL))
+		return res
+	}
+	pool, ok := p.pools[req.EgressPool]
+	if !ok {
+		res.Err = fmt.Errorf("%w %q: %s %s", ErrUnknownPool, req.EgressPool, method, redactRaw(req.URL))
+		return res
+	}
+	key := req.Key
+	if key == "" {
+		key = req.URL
+	}
+	eg := pool[pick(key, len(pool))]
+
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = p.cfg.DefaultTimeout
+	}
+	actx, cancel := context.WithTimeoutCause(ctx, timeout, errAttemptTimeout)
+	defer cancel()
+	a := &attempt{}
+	a.trace.GotConn = a.gotConn
+	actx = httptrace.WithClientTrace(actx, &a.trace)
+
+	hreq, err := http.NewRequestWithContext(actx, method, req.URL, nil)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its message would repeat the URL
+		}
+		res.Err = fmt.Errorf("%w: %s %s: %w", ErrBadRequest, method, redactRaw(req.URL), err)
+		return res
+	}
+	if s := hreq.URL.Scheme; (s != "http" && s != "https") || hreq.URL.Host == "" {
+		res.Err = fmt.Errorf("%w: %s %s: want an absolute http or https URL", ErrBadRequest, method, hreq.URL.Redacted())
+		return res
+	}
+	hreq.Header = req.Header
+	if _, ok := req.Header["User-Agent"]; !ok {
+		// Copy rather than add: callers may share one Header between attempts and goroutines.
+		hreq.Header = req.Header.Clone()
+		if hreq.Header == nil {
+			hreq.Header = make(http.Header, 1)
+		}
+		hreq.Header["User-Agent"] = p.ua
+	}
+	if len(req.Body) > 0 {
+		setBody(hreq, req.Body)
+	}
+
+	tr := eg.transport(req.TLS)
+	start := time.Now()
+	hres, err := tr.RoundTrip(hreq)
+	if err == nil {
+		res.StatusCode, res.Header = hres.StatusCode, hres.Header
+		err = p.readBody(hres, res)
+	}
+	res.Latency = time.Since(start)
+	if p.closed.Load() {
+		// Close ran during this attempt, whose connection may have undone Close's "close newly idle
+		// connections" by asking for an idle one; it is idle again now (or closed), so close it.
+		tr.CloseIdleConnections()
+	}
+	if a.conn != nil {
+		res.EgressIP = eg.localIP(a.conn)
+	}
+	if err != nil {
+		res.Err = attemptErr(err, ctx, actx, a.conn != nil, method, hreq.URL)
+	}
+	return res
+}
+
+// setBody sets a request body of known length. It is io.NopCloser around a *bytes.Reader on purpose:
+// net/http recognises exactly such bodies as in memory and writes headers and body with one syscall
+// (one TCP segment for a small webhook); with any other type, such as a leaner custom ReadCloser, it
+// flushes the headers first, which cost ~10% more client CPU in BenchmarkDo. The reader is not pooled
+// either: net/http may still read a request body after RoundTrip returns (its write loop runs on when
+// a receiver answers early), and a recycled reader could then send one endpoint's payload to another.
+func setBody(hreq *http.Request, b []byte) {
+	hreq.Body = io.NopCloser(bytes.NewReader(b))
+	hreq.ContentLength = int64(len(b))
+	// GetBody lets net/http resend on a fresh connection when a reused one died before anything was
+	// written.
+	hreq.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}
+
+// attemptErr classifies a RoundTrip or body-read error.
+func attemptErr(err error, parent, actx context.Context, gotConn bool, method string, u *url.URL) error {
+	var kind error
+	switch {
+	case errors.Is(context.Cause(actx), errAttemptTimeout):
+		kind = ErrTimeout
+	case parent.Err() != nil:
+		kind = ErrCanceled
+		if errors.Is(parent.Err(), context.DeadlineExceeded) {
+			kind = ErrTimeout
+		}
+	case isTimeout(err):
+		kind = ErrTimeout
+	case isTLS(err):
+		kind = ErrTLS
+	}
+	switch {
+	case gotConn && kind == nil:
+		kind = ErrTransport
+	case !gotConn && kind == nil:
+		kind = ErrConnect
+	case !gotConn:
+		return fmt.Errorf("%w (%w): %s %s: %w", ErrConnect, kind, method, u.Redacted(), err)
+	}
+	return fmt.Errorf("%w: %s %s: %w", kind, method, u.Redacted(), err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func isTLS(err error) bool {
+	var (
+		rec    tls.RecordHeaderError
+		verify *tls.CertificateVerificationError
+		alert  tls.AlertError
+		unk    x509.UnknownAuthorityError
+		host   x509.HostnameError
+		inv    x509.CertificateInvalidError
+		op     *net.OpError
+	)
+	return errors.As(err, &rec) || errors.As(err, &verify) || errors.As(err, &alert) ||
+		errors.As(err, &unk) || errors.As(err, &host) || errors.As(err, &inv) ||
+		// crypto/tls reports an alert received from the peer (e.g. "certificate required" when a
+		// TLS 1.3 server rejects our client certificate after the handshake) under this Op.
+		(errors.As(err, &op) && op.Op == "remote error")
+}
+
+// redactRaw names a URL in an error without its password. An unparsable URL is shown as is.
+func redactRaw(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return fmt.Sprintf("%q", raw)
+}
