@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -149,53 +150,97 @@ type eventOut struct {
 	MatchedEndpoints int `json:"matched_endpoints"`
 }
 
+// PublishMode is how a publish picks its endpoints.
+type PublishMode = publishMode
+
+// Publish modes for callers outside this package (TCP and broker ingest).
+const (
+	PublishToEndpoint = modeEndpoint
+	PublishFanout     = modeFanout
+	PublishBroadcast  = modeBroadcast
+)
+
+// Published is the outcome of a publish.
+type Published struct {
+	Event     *model.Event
+	Matched   int
+	Duplicate bool // the idempotency key was seen: Event is the original and nothing was created
+}
+
+// Validate checks a publish request decoded by another protocol; errors are client errors.
+func (in *PublishRequest) Validate(mode PublishMode) error { return in.validate(mode) }
+
+// Publish stores an event and its deliveries and returns once they are committed and applied. It is
+// the one publish path: HTTP, TCP and broker ingest all call it, so all share the proposer's batches.
+// in must have been validated.
+func (s *Server) Publish(ctx context.Context, projectID string, in *PublishRequest) (*Published, error) {
+	if in.IdempotencyKey != "" {
+		if id, ok := s.st.IdempotentEvent(projectID, in.IdempotencyKey); ok {
+			ev, err := s.st.Event(projectID, id)
+			if err != nil {
+				return nil, err
+			}
+			return &Published{Event: ev, Matched: len(ev.Endpoints), Duplicate: true}, nil
+		}
+	}
+	if s.st.Project(projectID) == nil {
+		return nil, errf(http.StatusNotFound, "project %s not found", projectID)
+	}
+	now := s.clock.Now().UTC()
+	ev := model.Event{
+		UID: model.NewID(now), ProjectID: projectID, EventType: in.EventType, EndpointID: in.EndpointID,
+		OwnerID: in.OwnerID, Headers: in.CustomHeaders, IdempotencyKey: in.IdempotencyKey, CreatedAt: now,
+	}
+	targets, err := s.resolveTargets(projectID, &ev, now)
+	if err != nil {
+		return nil, err
+	}
+	ev.Endpoints = make([]string, len(targets))
+	for i, t := range targets {
+		ev.Endpoints[i] = t.EndpointID
+	}
+	cmd, err := raftstore.NewCommand(raftstore.CmdPublish, raftstore.Publish{Event: ev, Targets: targets}, raftstore.CompressData(in.Data))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	res, err := s.st.Propose(ctx, cmd)
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		return nil, err
+	}
+	if res.Duplicate {
+		orig, err := s.st.Event(projectID, res.EventID)
+		if err != nil {
+			return nil, err
+		}
+		return &Published{Event: orig, Matched: len(orig.Endpoints), Duplicate: true}, nil
+	}
+	ev.Data = in.Data
+	return &Published{Event: &ev, Matched: res.Matched}, nil
+}
+
 func (s *Server) publishHandler(mode publishMode) handler {
 	return func(w http.ResponseWriter, r *http.Request, a *access) error {
 		in, err := decodePublish(http.MaxBytesReader(w, r.Body, s.cfg.MaxPayloadBytes), mode)
 		if err != nil {
 			return err
 		}
-		pid := a.project.UID
-		if in.IdempotencyKey != "" {
-			if id, ok := s.st.IdempotentEvent(pid, in.IdempotencyKey); ok {
-				return s.replyDuplicate(w, pid, id)
-			}
-		}
-		now := s.clock.Now().UTC()
-		ev := model.Event{
-			UID: model.NewID(now), ProjectID: pid, EventType: in.EventType, EndpointID: in.EndpointID,
-			OwnerID: in.OwnerID, Headers: in.CustomHeaders, IdempotencyKey: in.IdempotencyKey, CreatedAt: now,
-		}
-		targets, err := s.resolveTargets(pid, &ev, now)
+		p, err := s.Publish(r.Context(), a.project.UID, in)
 		if err != nil {
 			return err
 		}
-		ev.Endpoints = make([]string, len(targets))
-		for i, t := range targets {
-			ev.Endpoints[i] = t.EndpointID
+		if p.Duplicate {
+			w.Header().Set("Idempotent-Replayed", "true")
+			writeJSON(w, http.StatusOK, "Event already exists for this idempotency_key; nothing was created", eventOut{Event: p.Event, MatchedEndpoints: p.Matched})
+			return nil
 		}
-		res, err := s.propose(r, raftstore.CmdPublish, raftstore.Publish{Event: ev, Targets: targets}, raftstore.CompressData(in.Data))
-		if err != nil {
-			return err
-		}
-		if res.Duplicate {
-			return s.replyDuplicate(w, pid, res.EventID)
-		}
-		ev.Data = in.Data
-		writeJSON(w, http.StatusCreated, "Event created successfully", eventOut{Event: &ev, MatchedEndpoints: res.Matched})
+		writeJSON(w, http.StatusCreated, "Event created successfully", eventOut{Event: p.Event, MatchedEndpoints: p.Matched})
 		return nil
 	}
-}
-
-// replyDuplicate answers a publish whose idempotency key was seen: the original event, nothing new.
-func (s *Server) replyDuplicate(w http.ResponseWriter, pid, evid string) error {
-	ev, err := s.st.Event(pid, evid)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Idempotent-Replayed", "true")
-	writeJSON(w, http.StatusOK, "Event already exists for this idempotency_key; nothing was created", eventOut{Event: ev, MatchedEndpoints: len(ev.Endpoints)})
-	return nil
 }
 
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, a *access) error {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -229,4 +230,22 @@ func EnsureRootKey(ctx context.Context, st *raftstore.Store, configured string, 
 		return "", fmt.Errorf("api: store root key: %w", err)
 	}
 	return secret, nil
+}
+
+// ClientError reports whether err is the caller's fault (a 4xx) and its message, so other protocols
+// can answer with the same words as the HTTP API.
+func ClientError(err error) (code int, msg string, ok bool) {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae.code, ae.msg, ae.code < 500
+	case errors.Is(err, raftstore.ErrNotFound):
+		return http.StatusNotFound, trimPrefix(err), true
+	}
+	return 0, "", false
+}
+
+// Authenticate returns the key record for a presented API key, or nil.
+func (s *Server) Authenticate(key string) *model.APIKey {
+	return s.st.APIKey(sha256.Sum256([]byte(strings.TrimSpace(key))))
 }

@@ -7,12 +7,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/sluice-gw/sluice/api"
+	"github.com/sluice-gw/sluice/dispatcher"
+	"github.com/sluice-gw/sluice/netpool"
 	"github.com/sluice-gw/sluice/raftstore"
 )
 
@@ -61,6 +66,11 @@ func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	log.Info("sluice serving", "version", version, "http_addr", ln.Addr().String(), "raft_addr", cfg.RaftAddr,
 		"node_id", cfg.NodeID, "data_dir", cfg.DataDir)
 
+	engineCtx, stopEngine := context.WithCancel(context.Background())
+	engineDone := make(chan struct{})
+	go func() { defer close(engineDone); node.engine.Run(engineCtx) }()
+	defer func() { stopEngine(); <-engineDone }()
+
 	if err := node.ensureRootKey(ctx, cfg.RootKey); err != nil {
 		log.Error("root key not stored; retrying when this node leads", "err", err)
 	}
@@ -83,15 +93,54 @@ func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 
 // node is one running Sluice process: the store, the API and the delivery engine.
 type node struct {
-	cfg   serveConfig
-	log   *slog.Logger
-	store *raftstore.Store
-	api   *api.Server
+	cfg    serveConfig
+	log    *slog.Logger
+	store  *raftstore.Store
+	api    *api.Server
+	pool   *netpool.Pool
+	engine *dispatcher.Engine
+	// eng is read by the store's hooks, which may fire before the engine exists.
+	eng atomic.Pointer[dispatcher.Engine]
+}
+
+func parseIPs(list string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("--egress-ips: %q is not an IP address", s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	n := &node{cfg: cfg, log: log}
+	ips, err := parseIPs(cfg.EgressIPs)
+	if err != nil {
+		return nil, err
+	}
+	pcfg := netpool.DefaultConfig()
+	pcfg.EgressIPs = ips
+	pcfg.UserAgent = "Sluice/" + version
+	if n.pool, err = netpool.New(pcfg); err != nil {
+		return nil, err
+	}
 	st, err := raftstore.Open(raftstore.Config{
+		Observe: func(e raftstore.Effects) {
+			if eng := n.eng.Load(); eng != nil {
+				eng.Observe(e)
+			}
+		},
+		OnLeadership: func(leader bool) {
+			if eng := n.eng.Load(); eng != nil {
+				eng.SetActive(leader)
+			}
+		},
 		NodeID:            cfg.NodeID,
 		DataDir:           cfg.DataDir,
 		RaftAddr:          cfg.RaftAddr,
@@ -106,6 +155,17 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	}
 	n.store = st
 	n.api = api.New(st, api.Config{MaxPayloadBytes: cfg.MaxPayloadBytes, Logger: log})
+	dcfg := dispatcher.DefaultConfig()
+	dcfg.Workers = cfg.Workers
+	dcfg.UserAgent = "Sluice/" + version
+	dcfg.Logger = log
+	n.engine, err = dispatcher.NewEngine(dispatcher.EngineConfig{Dispatcher: dcfg, Logger: log}, st, n.pool)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	n.eng.Store(n.engine)
+	n.engine.SetActive(st.IsLeader())
 	return n, nil
 }
 
@@ -148,6 +208,7 @@ func (n *node) ensureRootKey(ctx context.Context, configured string) error {
 }
 
 func (n *node) close() {
+	n.pool.Close()
 	if err := n.store.Close(); err != nil {
 		n.log.Error("close store", "err", err)
 	}

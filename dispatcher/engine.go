@@ -1,0 +1,383 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-gw/sluice/internal/clock"
+	"github.com/sluice-gw/sluice/model"
+	"github.com/sluice-gw/sluice/raftstore"
+	"github.com/sluice-gw/sluice/scheduler"
+)
+
+// EngineConfig wires a Dispatcher to the replicated store. Zero values take the defaults.
+type EngineConfig struct {
+	Dispatcher Config
+	Scheduler  scheduler.Config
+	// ResultBatch caps the attempt results proposed in one Raft command. Default 1024.
+	ResultBatch int
+	// ResultQueue bounds results waiting to be proposed; a full queue blocks attempt goroutines, which
+	// is the backpressure from a slow log onto the lanes. Default 65536.
+	ResultQueue int
+	// ResultProposers is how many result batches may be in flight at once. Default 4.
+	ResultProposers int
+	// RetryOnStoreError is how long a delivery waits before it is tried again after its job could not
+	// be loaded or its result could not be committed. Default 1 s.
+	RetryOnStoreError time.Duration
+	Logger            *slog.Logger
+}
+
+// Engine is the delivery engine of one node: the timing wheel holding every pending delivery's next
+// attempt, the lanes that send them, and the batcher that commits their results through Raft. It
+// dispatches only while active (this node leads); activation rebuilds the wheel from the store's
+// due-time index.
+type Engine struct {
+	cfg   EngineConfig
+	st    *raftstore.Store
+	clock clock.Clock
+	log   *slog.Logger
+	wheel *scheduler.Wheel[Ref]
+	d     *Dispatcher
+
+	active  atomic.Bool
+	results chan raftstore.AttemptResult
+	// retryRefs carries deliveries whose load or result commit failed back to the wheel.
+	activeMu sync.Mutex // serialises activate/deactivate so rebuilds do not interleave
+}
+
+// NewEngine builds an engine; call Store's Observe and OnLeadership hooks into it (see Observe and
+// SetActive) and run it with Run.
+func NewEngine(cfg EngineConfig, st *raftstore.Store, sender Sender) (*Engine, error) {
+	if cfg.ResultBatch <= 0 {
+		cfg.ResultBatch = 1024
+	}
+	if cfg.ResultQueue <= 0 {
+		cfg.ResultQueue = 65536
+	}
+	if cfg.ResultProposers <= 0 {
+		cfg.ResultProposers = 4
+	}
+	if cfg.RetryOnStoreError <= 0 {
+		cfg.RetryOnStoreError = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Dispatcher.Clock == nil {
+		cfg.Dispatcher.Clock = clock.Real{}
+	}
+	if cfg.Dispatcher.Logger == nil {
+		cfg.Dispatcher.Logger = cfg.Logger
+	}
+	cfg.Scheduler.Clock = cfg.Dispatcher.Clock
+	e := &Engine{
+		cfg:     cfg,
+		st:      st,
+		clock:   cfg.Dispatcher.Clock,
+		log:     cfg.Logger,
+		results: make(chan raftstore.AttemptResult, cfg.ResultQueue),
+	}
+	d, err := New(cfg.Dispatcher, storeLoader{e}, sender, resultSink{e})
+	if err != nil {
+		return nil, err
+	}
+	e.d = d
+	e.wheel = scheduler.New[Ref](cfg.Scheduler, func(due []Ref) { e.d.Submit(due...) })
+	return e, nil
+}
+
+// Dispatcher exposes the lanes (for stats).
+func (e *Engine) Dispatcher() *Dispatcher { return e.d }
+
+// Pending is how many deliveries wait in the timing wheel.
+func (e *Engine) Pending() int { return e.wheel.Len() }
+
+// Run drives the wheel, the lanes and the result batchers until ctx ends, then commits the results
+// already gathered and returns.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	dctx, cancelD := context.WithCancel(context.Background())
+	wg.Add(2)
+	go func() { defer wg.Done(); e.wheel.Run(ctx) }()
+	dispatchDone := make(chan struct{})
+	go func() { defer wg.Done(); defer close(dispatchDone); e.d.Run(dctx) }()
+
+	var pwg sync.WaitGroup
+	for i := 0; i < e.cfg.ResultProposers; i++ {
+		pwg.Add(1)
+		go func() { defer pwg.Done(); e.proposeResults() }()
+	}
+	<-ctx.Done()
+	// Stop sending first; attempts cut short are not recorded and stay due in the store.
+	cancelD()
+	<-dispatchDone
+	close(e.results)
+	pwg.Wait()
+	wg.Wait()
+	return nil
+}
+
+// SetActive starts or stops dispatching from this node. Becoming active rebuilds the wheel from the
+// due-time index, so every pending delivery, including those in flight at a crash or on a previous
+// leader, is attempted again at its due time.
+func (e *Engine) SetActive(active bool) {
+	e.activeMu.Lock()
+	defer e.activeMu.Unlock()
+	if e.active.Swap(active) == active && !active {
+		return
+	}
+	if !active {
+		e.clearWheel()
+		return
+	}
+	e.rebuild()
+}
+
+func (e *Engine) clearWheel() {
+	var refs []Ref
+	e.st.ForEachDue(func(d raftstore.Due) bool {
+		refs = append(refs, refOf(d))
+		return true
+	})
+	for _, r := range refs {
+		e.wheel.Cancel(r)
+	}
+}
+
+func (e *Engine) rebuild() {
+	n := 0
+	err := e.st.ForEachDue(func(d raftstore.Due) bool {
+		e.wheel.Schedule(refOf(d), d.At)
+		n++
+		return true
+	})
+	if err != nil {
+		e.log.Error("rebuild timing wheel from the due index", "err", err)
+	}
+	e.log.Info("delivery engine active", "pending", n)
+}
+
+func refOf(d raftstore.Due) Ref {
+	return Ref{ProjectID: d.ProjectID, EndpointID: d.EndpointID, DeliveryID: d.DeliveryID}
+}
+
+// Observe receives the store's effects on the FSM goroutine: new due times go into the wheel and
+// endpoints whose status changed lose their queued work (a reactivated endpoint's pending deliveries
+// arrive as Due in the same effects).
+func (e *Engine) Observe(eff raftstore.Effects) {
+	if !e.active.Load() {
+		return
+	}
+	if eff.Reset {
+		e.rebuild()
+		return
+	}
+	for _, id := range eff.Endpoints {
+		e.d.DropEndpoint(id)
+	}
+	for _, d := range eff.Due {
+		e.wheel.Schedule(refOf(d), d.At)
+	}
+}
+
+// later puts a delivery back in the wheel after a store error, if this node still dispatches.
+func (e *Engine) later(ref Ref) {
+	if e.active.Load() {
+		e.wheel.Schedule(ref, e.clock.Now().Add(e.cfg.RetryOnStoreError))
+	}
+}
+
+// storeLoader loads jobs from the local state.
+type storeLoader struct{ e *Engine }
+
+func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
+	e := l.e
+	if !e.active.Load() {
+		return nil, fmt.Errorf("%w: node is not dispatching", ErrNotPending)
+	}
+	d, err := e.st.Delivery(ref.ProjectID, ref.DeliveryID)
+	if errors.Is(err, raftstore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: delivery %s is gone", ErrNotPending, ref.DeliveryID)
+	}
+	if err != nil {
+		e.later(ref)
+		return nil, err
+	}
+	if !d.Status.Pending() {
+		return nil, fmt.Errorf("%w: delivery %s is %s", ErrNotPending, d.UID, d.Status)
+	}
+	if d.NextAttemptAt != nil && d.NextAttemptAt.After(e.clock.Now().Add(time.Second)) {
+		// Rescheduled since this ref was queued (a Retry-After, a resend): wait for the new time.
+		e.wheel.Schedule(ref, *d.NextAttemptAt)
+		return nil, fmt.Errorf("%w: delivery %s is due at %v", ErrNotPending, d.UID, d.NextAttemptAt)
+	}
+	ep := e.st.Endpoint(ref.ProjectID, ref.EndpointID)
+	if ep == nil || ep.Status != model.EndpointActive {
+		// Paused or disabled: the delivery stays pending in the store; reactivation requeues it.
+		return nil, fmt.Errorf("%w: endpoint %s is not active", ErrNotPending, ref.EndpointID)
+	}
+	ev, err := e.st.Event(ref.ProjectID, d.EventID)
+	if err != nil {
+		e.later(ref)
+		return nil, err
+	}
+	proj := e.st.Project(ref.ProjectID)
+	job := &Job{
+		Ref:       ref,
+		EventID:   ev.UID,
+		EventType: ev.EventType,
+		Attempt:   d.Attempts + 1,
+		Body:      ev.Data,
+		Headers:   toHeader(ev.Headers),
+		Endpoint:  endpointOf(ep, proj, e.clock.Now()),
+	}
+	return job, nil
+}
+
+func toHeader(m map[string]string) http.Header {
+	if len(m) == 0 {
+		return nil
+	}
+	h := make(http.Header, len(m))
+	for k, v := range m {
+		h.Set(k, v)
+	}
+	return h
+}
+
+// endpointOf turns the stored endpoint (with its project's defaults) into what a lane needs.
+func endpointOf(ep *model.Endpoint, proj *model.Project, now time.Time) Endpoint {
+	out := Endpoint{
+		ID:                ep.UID,
+		ProjectID:         ep.ProjectID,
+		URL:               ep.URL,
+		Timeout:           time.Duration(ep.HTTPTimeout) * time.Second,
+		RateLimit:         ep.RateLimit,
+		RateLimitDuration: time.Duration(ep.RateLimitDuration) * time.Second,
+		Headers:           toHeader(ep.Headers),
+		EgressPool:        ep.EgressPool,
+	}
+	// The newest secret that has not expired signs.
+	for i := len(ep.Secrets) - 1; i >= 0; i-- {
+		s := ep.Secrets[i]
+		if s.ExpiresAt == nil || s.ExpiresAt.After(now) {
+			out.Secret = s.Value
+			break
+		}
+	}
+	strategy := ep.Strategy
+	if strategy == nil && proj != nil {
+		strategy = proj.Config.Strategy
+		if out.RateLimit == 0 && proj.Config.RateLimit != nil {
+			out.RateLimit = proj.Config.RateLimit.Count
+			out.RateLimitDuration = time.Duration(proj.Config.RateLimit.Duration) * time.Second
+		}
+	}
+	out.Retry = RetryPolicyOf(strategy)
+	return out
+}
+
+// RetryPolicyOf maps the API's retry strategy onto a policy. RetryCount counts retries after the first
+// attempt; "default" (or none) is the Standard Webhooks schedule (the zero policy).
+func RetryPolicyOf(s *model.RetryStrategy) RetryPolicy {
+	if s == nil || s.Type == "" || s.Type == "default" {
+		return RetryPolicy{}
+	}
+	p := RetryPolicy{Interval: time.Duration(s.Duration) * time.Second, MaxAttempts: s.RetryCount + 1}
+	if p.Interval <= 0 {
+		p.Interval = 10 * time.Second
+	}
+	switch s.Type {
+	case "linear":
+		p.Strategy = StrategyLinear
+	default:
+		p.Strategy = StrategyExponential
+	}
+	return p
+}
+
+// resultSink queues results for the batchers.
+type resultSink struct{ e *Engine }
+
+func (r resultSink) Record(res Result) {
+	ar := raftstore.AttemptResult{
+		ProjectID:       res.ProjectID,
+		DeliveryID:      res.DeliveryID,
+		DisableEndpoint: res.DisableEndpoint,
+		At:              res.Attempt.StartedAt.Add(res.Attempt.Latency).UTC(),
+		Attempt: &model.Attempt{
+			UID:             res.Attempt.ID,
+			DeliveryID:      res.DeliveryID,
+			ProjectID:       res.ProjectID,
+			EndpointID:      res.EndpointID,
+			Number:          res.Attempt.Number,
+			Method:          res.Attempt.Method,
+			URL:             res.Attempt.URL,
+			RequestHeaders:  res.Attempt.RequestHeaders,
+			StatusCode:      res.Attempt.StatusCode,
+			ResponseHeaders: res.Attempt.ResponseHeaders,
+			ResponseBody:    string(res.Attempt.ResponseBody),
+			BodyTruncated:   res.Attempt.BodyTruncated,
+			LatencyMS:       float64(res.Attempt.Latency.Microseconds()) / 1000,
+			Error:           res.Attempt.Error,
+			EgressIP:        res.Attempt.EgressIP,
+			CreatedAt:       res.Attempt.StartedAt.UTC(),
+		},
+	}
+	switch res.Status {
+	case StatusSuccess:
+		ar.Status = model.StatusSuccess
+	case StatusRetry:
+		ar.Status, ar.NextAttemptAt = model.StatusRetry, res.NextAttemptAt.UTC()
+	default:
+		ar.Status = model.StatusFailed
+	}
+	r.e.results <- ar
+}
+
+// proposeResults commits queued results in batches: one Raft command per batch, never one per
+// attempt. A batch that cannot commit puts its deliveries back in the wheel (they are still pending in
+// the store, so the attempt will be made again: at least once).
+func (e *Engine) proposeResults() {
+	for first := range e.results {
+		batch := []raftstore.AttemptResult{first}
+	gather:
+		for len(batch) < e.cfg.ResultBatch {
+			select {
+			case r, ok := <-e.results:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		if err := e.commitResults(batch); err != nil {
+			e.log.Warn("could not commit delivery results; they will be attempted again", "results", len(batch), "err", err)
+			for _, r := range batch {
+				e.later(Ref{ProjectID: r.ProjectID, EndpointID: r.Attempt.EndpointID, DeliveryID: r.DeliveryID})
+			}
+		}
+	}
+}
+
+func (e *Engine) commitResults(batch []raftstore.AttemptResult) error {
+	cmd, err := raftstore.NewCommand(raftstore.CmdResults, raftstore.Results{Results: batch}, nil)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := e.st.Propose(ctx, cmd)
+	if err == nil {
+		err = res.Err
+	}
+	return err
+}
