@@ -238,6 +238,9 @@ func (s *Server) publishHandler(mode publishMode) handler {
 			writeJSON(w, http.StatusOK, "Event already exists for this idempotency_key; nothing was created", eventOut{Event: p.Event, MatchedEndpoints: p.Matched})
 			return nil
 		}
+		if s.cfg.OnPublish != nil {
+			s.cfg.OnPublish(a.project.UID)
+		}
 		writeJSON(w, http.StatusCreated, "Event created successfully", eventOut{Event: p.Event, MatchedEndpoints: p.Matched})
 		return nil
 	}

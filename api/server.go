@@ -25,6 +25,8 @@ type Config struct {
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
 	Clock        clock.Clock
+	// OnPublish, when set, is called after each new event published over HTTP (for metrics).
+	OnPublish func(projectID string)
 }
 
 // Server serves the REST API from a replicated store.

@@ -149,12 +149,14 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		FastElections:     true,
 		SnapshotThreshold: cfg.SnapshotEvery,
 		Logger:            log,
+		Stats:             &raftstore.Stats{OnBatch: observeBatch, OnCommit: observeCommit},
 	})
 	if err != nil {
 		return nil, err
 	}
 	n.store = st
-	n.api = api.New(st, api.Config{MaxPayloadBytes: cfg.MaxPayloadBytes, Logger: log})
+	n.api = api.New(st, api.Config{MaxPayloadBytes: cfg.MaxPayloadBytes, Logger: log,
+		OnPublish: func(projectID string) { eventsIngested(projectID, "http").Inc() }})
 	dcfg := dispatcher.DefaultConfig()
 	dcfg.Workers = cfg.Workers
 	dcfg.UserAgent = "Sluice/" + version
@@ -172,6 +174,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 func (n *node) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/api/", n.api.Handler())
+	mux.HandleFunc("GET /metrics", n.metricsHandler)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"status":"ok","version":%q}`+"\n", version)
