@@ -28,6 +28,7 @@ type engineEnv struct {
 	done   chan struct{}
 	pid    string
 	mod    func(*EngineConfig)
+	now    func() time.Time // the engine's clock: ids and due times come from it
 }
 
 func freeRaftAddr(t testing.TB) string {
@@ -67,6 +68,10 @@ func startEngine(t *testing.T, dir string, mod func(*EngineConfig)) *engineEnv {
 	cfg.Dispatcher.Rand = func() float64 { return 0.5 }
 	if mod != nil {
 		mod(&cfg)
+	}
+	e.now = time.Now
+	if cfg.Dispatcher.Clock != nil {
+		e.now = cfg.Dispatcher.Clock.Now
 	}
 	x, err := NewEngine(cfg, st, pool)
 	if err != nil {
@@ -129,7 +134,7 @@ func (e *engineEnv) endpoint(url string, mod func(*model.Endpoint)) string {
 }
 
 func (e *engineEnv) publish(eid string, data string) (evid, did string) {
-	now := time.Now().UTC()
+	now := e.now().UTC()
 	ev := model.Event{UID: model.NewID(now), ProjectID: e.pid, EventType: "invoice.paid", EndpointID: eid,
 		Headers: map[string]string{"X-Custom": "c"}, CreatedAt: now}
 	did = model.NewID(now)
@@ -233,4 +238,8 @@ func TestEngineRetriesThenFails(t *testing.T) {
 	if len(as) != 1 || as[0].ResponseBody != "boom" {
 		t.Fatalf("attempt log = %+v", as)
 	}
+}
+
+func raftstorePutEndpoint(ep model.Endpoint) (raftstore.CmdType, any, []byte) {
+	return raftstore.CmdPutEndpoint, raftstore.PutEndpoint{Endpoint: ep}, nil
 }
