@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -89,6 +90,10 @@ type Store struct {
 	fsm   *FSM
 	raft  *raft.Raft
 	prop  *proposer
+
+	// leaderReady is true while this node leads and has applied every entry committed before its
+	// term (raft.Barrier): only then do its reads and the dispatch rebuild see the whole state.
+	leaderReady atomic.Bool
 
 	stopCh    chan struct{}
 	wg        sync.WaitGroup
@@ -196,12 +201,41 @@ func (s *Store) watchLeadership() {
 	for {
 		select {
 		case isLeader := <-ch:
-			s.cfg.Logger.Info("leadership changed", "node_id", s.cfg.NodeID, "leader", isLeader)
+			if isLeader && !s.barrier(ch) {
+				continue // lost leadership (or stopping) before catching up
+			}
+			s.leaderReady.Store(isLeader)
+			s.cfg.Logger.Info("leadership changed", "node_id", s.cfg.NodeID, "leader", isLeader, "applied_index", s.AppliedIndex())
 			if s.cfg.OnLeadership != nil {
 				s.cfg.OnLeadership(isLeader)
 			}
 		case <-s.stopCh:
 			return
+		}
+	}
+}
+
+// barrier waits until every entry committed before this node's term is applied. It retries until it
+// succeeds, leadership is lost (a false arrives on ch, which it consumes) or the store stops.
+func (s *Store) barrier(ch <-chan bool) bool {
+	for {
+		if err := s.raft.Barrier(10 * time.Second).Error(); err == nil {
+			return true
+		} else {
+			s.cfg.Logger.Warn("leader barrier failed; retrying", "err", err)
+		}
+		select {
+		case still := <-ch:
+			if !still {
+				s.leaderReady.Store(false)
+				if s.cfg.OnLeadership != nil {
+					s.cfg.OnLeadership(false)
+				}
+				return false
+			}
+		case <-s.stopCh:
+			return false
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -214,11 +248,11 @@ func (s *Store) Propose(ctx context.Context, cmd Command) (Result, error) {
 	return s.prop.propose(ctx, &cmd)
 }
 
-// WaitLeader blocks until this node leads or ctx ends.
+// WaitLeader blocks until this node leads and has applied everything committed before, or ctx ends.
 func (s *Store) WaitLeader(ctx context.Context) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	for s.raft.State() != raft.Leader {
+	for !s.leaderReady.Load() || s.raft.State() != raft.Leader {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("raftstore: waiting for leadership: %w", ctx.Err())
@@ -235,6 +269,15 @@ func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 func (s *Store) HasLeader() bool {
 	addr, _ := s.raft.LeaderWithID()
 	return addr != ""
+}
+
+// Ready reports whether this node can serve: a leader is known and, if it is this node, it has
+// caught up with everything committed before its term.
+func (s *Store) Ready() bool {
+	if s.raft.State() == raft.Leader {
+		return s.leaderReady.Load()
+	}
+	return s.HasLeader()
 }
 
 // AppliedIndex is the last Raft index applied to the state.

@@ -167,7 +167,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	n.eng.Store(n.engine)
-	n.engine.SetActive(st.IsLeader())
+	n.engine.SetActive(st.IsLeader() && st.Ready())
 	return n, nil
 }
 
@@ -181,7 +181,7 @@ func (n *node) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		if !n.store.HasLeader() {
+		if !n.store.Ready() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, `{"ready":false,"store_open":true,"has_leader":false,"applied_index":%d}`+"\n", n.store.AppliedIndex())
 			return
