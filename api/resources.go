@@ -44,10 +44,18 @@ func (in *projectInput) apply(p *model.Project) error {
 	if rl := p.Config.RateLimit; rl != nil && (rl.Count < 0 || rl.Duration < 0) {
 		return errf(http.StatusBadRequest, "config.ratelimit: count and duration must be >= 0")
 	}
-	if u := p.Config.MetaEventURL; u != "" {
-		if err := validateURL("config.meta_event_url", u); err != nil {
+	if m := p.Config.MetaEvent; m != nil {
+		if err := validateURL("config.meta_event.url", m.URL); err != nil {
 			return err
 		}
+		for _, t := range m.EventTypes {
+			if t != model.MetaEndpointDisabled && t != model.MetaDeliveryFailed {
+				return errf(http.StatusBadRequest, "config.meta_event.event_types: %q is not %q or %q", t, model.MetaEndpointDisabled, model.MetaDeliveryFailed)
+			}
+		}
+	}
+	if p.Config.DisableEndpointAfter < 0 {
+		return errf(http.StatusBadRequest, "config.disable_endpoint_after: must be >= 0")
 	}
 	return nil
 }
@@ -323,12 +331,43 @@ func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request, a *access
 	return nil
 }
 
+// endpointOut is an endpoint with its delivery health (success rate, last error).
+type endpointOut struct {
+	*model.Endpoint
+	Health model.EndpointHealth `json:"health"`
+}
+
 func (s *Server) getEndpoint(w http.ResponseWriter, r *http.Request, a *access) error {
 	e, err := s.endpoint(r, a)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, "Endpoint fetched successfully", e)
+	writeJSON(w, http.StatusOK, "Endpoint fetched successfully", endpointOut{Endpoint: e, Health: s.st.EndpointHealth(e.ProjectID, e.UID)})
+	return nil
+}
+
+func (s *Server) listMetaEvents(w http.ResponseWriter, r *http.Request, a *access) error {
+	page, err := parsePage(r.URL.Query().Get("perPage"), "")
+	if err != nil {
+		return err
+	}
+	ms, err := s.st.MetaEvents(a.project.UID, page.Limit, false)
+	if err != nil {
+		return err
+	}
+	if ms == nil {
+		ms = []*model.MetaEvent{}
+	}
+	writeJSON(w, http.StatusOK, "Meta events fetched successfully", pageData{Content: ms, Pagination: pagination{PerPage: page.Limit}})
+	return nil
+}
+
+func (s *Server) getMetaEvent(w http.ResponseWriter, r *http.Request, a *access) error {
+	m, err := s.st.MetaEvent(a.project.UID, r.PathValue("metaEventID"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, "Meta event fetched successfully", m)
 	return nil
 }
 

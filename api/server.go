@@ -105,6 +105,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET "+p+"/eventdeliveries/{deliveryID}/deliveryattempts", proj(s.listAttempts))
 	s.mux.HandleFunc("GET "+p+"/eventdeliveries/{deliveryID}/deliveryattempts/{attemptID}", proj(s.getAttempt))
 
+	s.mux.HandleFunc("GET "+p+"/meta-events", proj(s.listMetaEvents))
+	s.mux.HandleFunc("GET "+p+"/meta-events/{metaEventID}", proj(s.getMetaEvent))
+
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), nil)
 	})

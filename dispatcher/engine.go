@@ -31,6 +31,11 @@ type EngineConfig struct {
 	// be loaded or its result could not be committed. Default 1 s.
 	RetryOnStoreError time.Duration
 	Logger            *slog.Logger
+	// OnResult, when set, sees every attempt result (metrics). Called from attempt goroutines.
+	OnResult func(Result)
+	// OnEndpointChange, when set, sees every endpoint status change or deletion while this node
+	// dispatches (alerts, metrics cleanup). Called on the FSM goroutine: must not block.
+	OnEndpointChange func(raftstore.EndpointChange)
 }
 
 // Engine is the delivery engine of one node: the timing wheel holding every pending delivery's next
@@ -38,12 +43,14 @@ type EngineConfig struct {
 // dispatches only while active (this node leads); activation rebuilds the wheel from the store's
 // due-time index.
 type Engine struct {
-	cfg   EngineConfig
-	st    *raftstore.Store
-	clock clock.Clock
-	log   *slog.Logger
-	wheel *scheduler.Wheel[Ref]
-	d     *Dispatcher
+	cfg    EngineConfig
+	st     *raftstore.Store
+	clock  clock.Clock
+	log    *slog.Logger
+	wheel  *scheduler.Wheel[Ref]
+	d      *Dispatcher
+	meta   *metaSender
+	sender Sender
 
 	active  atomic.Bool
 	results chan raftstore.AttemptResult
@@ -82,7 +89,9 @@ func NewEngine(cfg EngineConfig, st *raftstore.Store, sender Sender) (*Engine, e
 		clock:   cfg.Dispatcher.Clock,
 		log:     cfg.Logger,
 		results: make(chan raftstore.AttemptResult, cfg.ResultQueue),
+		sender:  sender,
 	}
+	e.meta = newMetaSender(e)
 	d, err := New(cfg.Dispatcher, storeLoader{e}, sender, resultSink{e})
 	if err != nil {
 		return nil, err
@@ -105,6 +114,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	dctx, cancelD := context.WithCancel(context.Background())
 	wg.Add(2)
 	go func() { defer wg.Done(); e.wheel.Run(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); e.meta.run(ctx) }()
 	dispatchDone := make(chan struct{})
 	go func() { defer wg.Done(); defer close(dispatchDone); e.d.Run(dctx) }()
 
@@ -161,6 +172,7 @@ func (e *Engine) rebuild() {
 		e.log.Error("rebuild timing wheel from the due index", "err", err)
 	}
 	e.log.Info("delivery engine active", "pending", n)
+	e.meta.rebuild()
 }
 
 func refOf(d raftstore.Due) Ref {
@@ -178,8 +190,17 @@ func (e *Engine) Observe(eff raftstore.Effects) {
 		e.rebuild()
 		return
 	}
-	for _, id := range eff.Endpoints {
-		e.d.DropEndpoint(id)
+	for _, c := range eff.Endpoints {
+		e.d.DropEndpoint(c.EndpointID)
+		if c.Status == model.EndpointDisabled {
+			e.log.Info("endpoint disabled", "project", c.ProjectID, "endpoint", c.EndpointID, "reason", c.Reason)
+		}
+		if e.cfg.OnEndpointChange != nil {
+			e.cfg.OnEndpointChange(c)
+		}
+	}
+	for _, m := range eff.MetaEvents {
+		e.meta.schedule(m, e.clock.Now())
 	}
 	for _, d := range eff.Due {
 		e.wheel.Schedule(refOf(d), d.At)
@@ -306,6 +327,9 @@ func RetryPolicyOf(s *model.RetryStrategy) RetryPolicy {
 type resultSink struct{ e *Engine }
 
 func (r resultSink) Record(res Result) {
+	if r.e.cfg.OnResult != nil {
+		r.e.cfg.OnResult(res)
+	}
 	ar := raftstore.AttemptResult{
 		ProjectID:       res.ProjectID,
 		DeliveryID:      res.DeliveryID,

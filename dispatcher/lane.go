@@ -286,6 +286,7 @@ func (l *lane) attempt(ctx context.Context, job *Job, probe bool) {
 	}
 	now := d.cfg.Clock.Now()
 	l.mu.Lock()
+	before := l.br.state
 	switch verdict {
 	case verdictSuccess:
 		l.br.done(now, true, probe)
@@ -293,6 +294,18 @@ func (l *lane) attempt(ctx context.Context, job *Job, probe bool) {
 		l.br.done(now, false, probe)
 	default:
 		l.br.abort(now, probe)
+	}
+	if after := l.br.state; after != before {
+		// A notable event, once per transition (never per delivery): opened after a failure
+		// streak, closed by a successful probe, re-opened by a failed one (debug).
+		switch {
+		case before == BreakerClosed && after == BreakerOpen:
+			d.cfg.Logger.Info("circuit breaker opened", "endpoint", job.EndpointID, "cooldown", l.br.cfg.Cooldown)
+		case after == BreakerClosed:
+			d.cfg.Logger.Info("circuit breaker closed", "endpoint", job.EndpointID)
+		default:
+			d.cfg.Logger.Debug("circuit breaker re-opened after a failed probe", "endpoint", job.EndpointID)
+		}
 	}
 	l.inflight--
 	delete(l.pending, job.DeliveryID)

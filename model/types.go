@@ -69,8 +69,67 @@ type ProjectConfig struct {
 	RateLimit *RateLimit `json:"ratelimit,omitempty"`
 	// Signature configures signature headers; Header defaults to X-Sluice-Signature.
 	Signature *SignatureConfig `json:"signature,omitempty"`
-	// MetaEventURL, when set, receives meta events (endpoint disabled, delivery failed).
-	MetaEventURL string `json:"meta_event_url,omitempty"`
+	// MetaEvent, when set, is where the project owner is told about its endpoints (disabled, failing).
+	MetaEvent *MetaEventConfig `json:"meta_event,omitempty"`
+	// DisableEndpointAfter disables an endpoint after this many consecutive failed attempts
+	// (0: never; a 410 Gone always disables).
+	DisableEndpointAfter int `json:"disable_endpoint_after,omitempty"`
+}
+
+// MetaEventConfig routes meta events (webhooks about the project's own endpoints) to the owner.
+type MetaEventConfig struct {
+	URL    string `json:"url"`
+	Secret string `json:"secret,omitempty"`
+	// EventTypes lists the meta events wanted; default ["endpoint.disabled"].
+	EventTypes []string `json:"event_types,omitempty"`
+}
+
+// Meta event types.
+const (
+	MetaEndpointDisabled = "endpoint.disabled"
+	MetaDeliveryFailed   = "eventdelivery.failed"
+)
+
+// Wants reports whether the config asks for meta events of type t.
+func (m *MetaEventConfig) Wants(t string) bool {
+	if m == nil || m.URL == "" {
+		return false
+	}
+	if len(m.EventTypes) == 0 {
+		return t == MetaEndpointDisabled
+	}
+	for _, x := range m.EventTypes {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// MetaEvent is one webhook to the project owner about its endpoints. Data is the JSON body sent.
+type MetaEvent struct {
+	UID        string          `json:"uid"`
+	ProjectID  string          `json:"project_id"`
+	EventType  string          `json:"event_type"`
+	Data       json.RawMessage `json:"data"`
+	Status     string          `json:"status"` // scheduled, success, failed
+	Attempts   int             `json:"attempts"`
+	LastStatus int             `json:"last_http_status,omitempty"`
+	LastError  string          `json:"last_error,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+}
+
+// EndpointHealth summarises an endpoint's recent deliveries.
+type EndpointHealth struct {
+	Attempts uint64 `json:"attempts"`
+	Failures uint64 `json:"failures"`
+	// SuccessRate is an exponentially weighted average over attempts (weight 0.1 for the newest).
+	SuccessRate         float64    `json:"success_rate"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+	LastStatus          int        `json:"last_http_status,omitempty"`
+	LastError           string     `json:"last_error,omitempty"`
+	LastAttemptAt       *time.Time `json:"last_attempt_at,omitempty"`
 }
 
 // SignatureConfig names the simple signature header.

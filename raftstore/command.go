@@ -24,11 +24,12 @@ const (
 	CmdPublish
 	CmdResults
 	CmdResend
+	CmdMetaResult
 )
 
 func (t CmdType) String() string {
 	names := [...]string{"?", "put-api-key", "put-project", "delete-project", "put-endpoint", "delete-endpoint",
-		"put-subscription", "delete-subscription", "publish", "results", "resend"}
+		"put-subscription", "delete-subscription", "publish", "results", "resend", "meta-result"}
 	if int(t) < len(names) {
 		return names[t]
 	}
@@ -106,6 +107,16 @@ type Resend struct {
 	ProjectID   string    `json:"project_id"`
 	DeliveryIDs []string  `json:"delivery_ids"`
 	At          time.Time `json:"at"`
+}
+
+// MetaResult records an attempt to send a meta event.
+type MetaResult struct {
+	ProjectID  string    `json:"project_id"`
+	UID        string    `json:"uid"`
+	Status     string    `json:"status"` // scheduled (will retry), success, failed
+	StatusCode int       `json:"status_code,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	At         time.Time `json:"at"`
 }
 
 // NewCommand encodes body as the command's Meta.

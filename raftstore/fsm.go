@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -48,10 +49,24 @@ type Effects struct {
 	Due []Due
 	// Endpoints lists endpoints whose status changed or that were deleted: lanes drop queued work
 	// for them and reload config.
-	Endpoints []string
+	Endpoints []EndpointChange
+	// MetaEvents lists meta events that became due for sending.
+	MetaEvents []MetaRef
 	// Reset says the whole state was replaced (snapshot restore): rebuild from the due index.
 	Reset bool
 }
+
+// EndpointChange says an endpoint's status changed (Status is the new one) or it was deleted.
+type EndpointChange struct {
+	ProjectID, EndpointID string
+	Status                string
+	Deleted               bool
+	// Reason is why an endpoint was disabled ("410 Gone", "N consecutive failures").
+	Reason string
+}
+
+// MetaRef names a meta event to send.
+type MetaRef struct{ ProjectID, UID string }
 
 // FSM applies committed commands to the state DB. Apply, ApplyBatch, Snapshot and Restore are called
 // by raft from its single FSM goroutine; applied is written there and read atomically elsewhere.
@@ -158,7 +173,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	for _, fn := range ap.after {
 		fn()
 	}
-	if len(ap.eff.Due) > 0 || len(ap.eff.Endpoints) > 0 {
+	if len(ap.eff.Due) > 0 || len(ap.eff.Endpoints) > 0 || len(ap.eff.MetaEvents) > 0 {
 		f.observe(ap.eff)
 	}
 	return out
@@ -172,7 +187,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	var s *fsmSnapshot
 	err := f.st.view(func(db *pebble.DB) error {
-		s = &fsmSnapshot{snap: db.NewSnapshot(), applied: f.applied.Load()}
+		s = &fsmSnapshot{snap: db.NewSnapshot(), applied: f.applied.Load(), log: f.log}
 		return nil
 	})
 	return s, err
@@ -254,6 +269,11 @@ func (a *applier) apply(c *Command) Result {
 		var r Resend
 		if err = decode(c, &r); err == nil {
 			res.Count, err = a.resend(&r)
+		}
+	case CmdMetaResult:
+		var r MetaResult
+		if err = decode(c, &r); err == nil {
+			err = a.metaResult(&r)
 		}
 	default:
 		err = fmt.Errorf("%w: unknown type %d", ErrBadCmd, c.Type)
@@ -405,9 +425,8 @@ func (a *applier) deleteProject(pid string) error {
 		p := key(tag, pid)
 		a.b.DeleteRange(p, prefixEnd(p), nil)
 	}
-	eps := a.cat.projectEndpoints(pid)
-	for _, e := range eps {
-		a.eff.Endpoints = append(a.eff.Endpoints, e.UID)
+	for _, e := range a.cat.projectEndpoints(pid) {
+		a.eff.Endpoints = append(a.eff.Endpoints, EndpointChange{ProjectID: pid, EndpointID: e.UID, Deleted: true})
 	}
 	a.after = append(a.after, func() { a.cat.deleteProject(pid) })
 	return nil
@@ -432,7 +451,7 @@ func (a *applier) putEndpoint(p *PutEndpoint) error {
 	a.setJSON(ek, &e)
 	a.after = append(a.after, func() { a.cat.putEndpoint(&e) })
 	if !p.Create && old.Status != e.Status {
-		a.eff.Endpoints = append(a.eff.Endpoints, e.UID)
+		a.eff.Endpoints = append(a.eff.Endpoints, EndpointChange{ProjectID: e.ProjectID, EndpointID: e.UID, Status: e.Status})
 		if e.Status == model.EndpointActive {
 			// Paused or disabled endpoints keep their pending deliveries in the due index; lanes drop
 			// them. Reactivation hands them back to the scheduler.
@@ -494,7 +513,8 @@ func (a *applier) deleteEndpoint(d *DeleteRef) error {
 		a.b.Delete(k, nil)
 	}
 	a.b.Delete(ek, nil)
-	a.eff.Endpoints = append(a.eff.Endpoints, d.ID)
+	a.b.Delete(key(tagHealth, d.ProjectID, d.ID), nil)
+	a.eff.Endpoints = append(a.eff.Endpoints, EndpointChange{ProjectID: d.ProjectID, EndpointID: d.ID, Deleted: true})
 	a.after = append(a.after, func() { a.cat.deleteEndpoint(d.ProjectID, d.ID) })
 	return nil
 }
@@ -621,27 +641,104 @@ func (a *applier) results(rs *Results) error {
 			next = &n
 		}
 		a.setStatus(&d, r.Status, next, r.At)
-		if r.DisableEndpoint {
-			if err := a.disableEndpoint(d.ProjectID, d.EndpointID, r.At); err != nil {
-				return err
-			}
+		proj := a.project(d.ProjectID)
+		h := a.recordHealth(&d, r)
+		reason := ""
+		switch {
+		case r.DisableEndpoint:
+			reason = "the endpoint answered 410 Gone"
+		case proj != nil && proj.Config.DisableEndpointAfter > 0 && h.ConsecutiveFailures >= proj.Config.DisableEndpointAfter:
+			reason = fmt.Sprintf("%d consecutive failed attempts", h.ConsecutiveFailures)
+		}
+		if reason != "" {
+			a.disableEndpoint(proj, d.ProjectID, d.EndpointID, reason, r)
+		}
+		if r.Status == model.StatusFailed && proj != nil && proj.Config.MetaEvent.Wants(model.MetaDeliveryFailed) {
+			a.addMetaEvent(proj, model.MetaDeliveryFailed, r, map[string]any{"delivery": &d})
 		}
 	}
 	return nil
 }
 
-func (a *applier) disableEndpoint(pid, eid string, at time.Time) error {
+func (a *applier) project(pid string) *model.Project {
+	var p model.Project
+	if a.getJSON(key(tagProject, pid), &p) != nil {
+		return nil
+	}
+	return &p
+}
+
+// healthWeight is the weight of the newest attempt in an endpoint's success rate.
+const healthWeight = 0.1
+
+func (a *applier) recordHealth(d *model.Delivery, r *AttemptResult) model.EndpointHealth {
+	hk := key(tagHealth, d.ProjectID, d.EndpointID)
+	var h model.EndpointHealth
+	if a.getJSON(hk, &h) != nil {
+		h.SuccessRate = 1
+	}
+	h.Attempts++
+	score := 0.0
+	if r.Status == model.StatusSuccess {
+		score = 1
+		h.ConsecutiveFailures = 0
+		h.LastError = ""
+	} else {
+		h.Failures++
+		h.ConsecutiveFailures++
+		if r.Attempt != nil {
+			h.LastError = r.Attempt.Error
+		}
+	}
+	h.SuccessRate = (1-healthWeight)*h.SuccessRate + healthWeight*score
+	if r.Attempt != nil {
+		h.LastStatus = r.Attempt.StatusCode
+	}
+	at := r.At
+	h.LastAttemptAt = &at
+	a.setJSON(hk, &h)
+	return h
+}
+
+func (a *applier) disableEndpoint(proj *model.Project, pid, eid, reason string, r *AttemptResult) {
 	var e model.Endpoint
-	if err := a.getJSON(key(tagEndpoint, pid, eid), &e); err != nil {
-		return nil
+	if err := a.getJSON(key(tagEndpoint, pid, eid), &e); err != nil || e.Status == model.EndpointDisabled {
+		return
 	}
-	if e.Status == model.EndpointDisabled {
-		return nil
-	}
-	e.Status, e.UpdatedAt = model.EndpointDisabled, at
+	e.Status, e.UpdatedAt = model.EndpointDisabled, r.At
 	a.setJSON(key(tagEndpoint, pid, eid), &e)
 	a.after = append(a.after, func() { a.cat.putEndpoint(&e) })
-	a.eff.Endpoints = append(a.eff.Endpoints, eid)
+	a.eff.Endpoints = append(a.eff.Endpoints, EndpointChange{ProjectID: pid, EndpointID: eid, Status: e.Status, Reason: reason})
+	if proj != nil && proj.Config.MetaEvent.Wants(model.MetaEndpointDisabled) {
+		a.addMetaEvent(proj, model.MetaEndpointDisabled, r, map[string]any{"endpoint": &e, "reason": reason})
+	}
+}
+
+// addMetaEvent stores a meta event to send. Its id derives from the attempt that caused it (an id
+// chosen before proposing), so every replica stores the same record.
+func (a *applier) addMetaEvent(proj *model.Project, typ string, r *AttemptResult, data map[string]any) {
+	if r.Attempt == nil {
+		return
+	}
+	uid := r.Attempt.UID + "-" + strings.ReplaceAll(typ, ".", "-")
+	body, err := json.Marshal(map[string]any{"event_type": typ, "project_id": proj.UID, "created_at": r.At, "data": data})
+	if err != nil {
+		panic("BUG: raftstore: marshal meta event: " + err.Error())
+	}
+	m := model.MetaEvent{UID: uid, ProjectID: proj.UID, EventType: typ, Data: body, Status: "scheduled", CreatedAt: r.At, UpdatedAt: r.At}
+	a.setJSON(key(tagMetaEvent, proj.UID, uid), &m)
+	a.eff.MetaEvents = append(a.eff.MetaEvents, MetaRef{ProjectID: proj.UID, UID: uid})
+}
+
+func (a *applier) metaResult(r *MetaResult) error {
+	mk := key(tagMetaEvent, r.ProjectID, r.UID)
+	var m model.MetaEvent
+	if err := a.getJSON(mk, &m); err != nil {
+		return nil // its project is gone
+	}
+	m.Attempts++
+	m.Status, m.LastStatus, m.LastError, m.UpdatedAt = r.Status, r.StatusCode, r.Error, r.At
+	a.setJSON(mk, &m)
 	return nil
 }
 

@@ -25,6 +25,8 @@ import (
 //	'R' pid eid status did         deliveries by endpoint+status   -> ""
 //	'T' due-ms(8, BE) did          due-time index (pending only)   -> pid eid
 //	'A' pid did aid                attempt                         -> model.Attempt JSON
+//	'H' pid eid                    endpoint health                 -> model.EndpointHealth JSON
+//	'N' pid meta-uid               meta event                      -> model.MetaEvent JSON
 const (
 	tagMeta         = 'm'
 	tagKey          = 'K'
@@ -41,11 +43,13 @@ const (
 	tagByEPStatus   = 'R'
 	tagDue          = 'T'
 	tagAttempt      = 'A'
+	tagHealth       = 'H'
+	tagMetaEvent    = 'N'
 )
 
 // projectTags are the tables whose keys start with a project id, range-deleted with the project.
 var projectTags = []byte{tagProject, tagEndpoint, tagSubscription, tagEvent, tagEventData, tagIdempotency,
-	tagDelivery, tagByEndpoint, tagByEvent, tagByStatus, tagByEPStatus, tagAttempt}
+	tagDelivery, tagByEndpoint, tagByEvent, tagByStatus, tagByEPStatus, tagAttempt, tagHealth, tagMetaEvent}
 
 var keyApplied = []byte{tagMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
 

@@ -368,3 +368,44 @@ func pageLimit(n int) int {
 	}
 	return n
 }
+
+// EndpointHealth returns an endpoint's delivery health (zero before its first attempt).
+func (s *Store) EndpointHealth(pid, eid string) model.EndpointHealth {
+	h := model.EndpointHealth{SuccessRate: 1}
+	s.st.view(func(db *pebble.DB) error { return getJSON(db, key(tagHealth, pid, eid), &h) })
+	return h
+}
+
+// MetaEvent returns one meta event.
+func (s *Store) MetaEvent(pid, uid string) (*model.MetaEvent, error) {
+	var m model.MetaEvent
+	if err := s.st.view(func(db *pebble.DB) error { return getJSON(db, key(tagMetaEvent, pid, uid), &m) }); err != nil {
+		return nil, fmt.Errorf("meta event %s: %w", uid, err)
+	}
+	return &m, nil
+}
+
+// MetaEvents returns up to limit of a project's meta events, newest first; pendingOnly keeps those
+// still to be sent.
+func (s *Store) MetaEvents(pid string, limit int, pendingOnly bool) ([]*model.MetaEvent, error) {
+	var out []*model.MetaEvent
+	err := s.st.view(func(db *pebble.DB) error {
+		p := key(tagMetaEvent, pid)
+		it, err := db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+		if err != nil {
+			return err
+		}
+		defer it.Close()
+		for ok := it.Last(); ok && len(out) < limit; ok = it.Prev() {
+			m := new(model.MetaEvent)
+			if err := json.Unmarshal(it.Value(), m); err != nil {
+				return fmt.Errorf("raftstore: decode meta event %x: %w", it.Key(), err)
+			}
+			if !pendingOnly || m.Status == "scheduled" {
+				out = append(out, m)
+			}
+		}
+		return it.Error()
+	})
+	return out, err
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
@@ -27,6 +28,7 @@ var (
 type fsmSnapshot struct {
 	snap    *pebble.Snapshot
 	applied uint64
+	log     *slog.Logger
 }
 
 var _ raft.FSMSnapshot = (*fsmSnapshot)(nil)
@@ -37,7 +39,13 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		sink.Cancel()
 		return fmt.Errorf("raftstore: persist snapshot at index %d: %w", s.applied, err)
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("raftstore: close snapshot at index %d: %w", s.applied, err)
+	}
+	if s.log != nil {
+		s.log.Info("snapshot taken", "id", sink.ID(), "applied_index", s.applied)
+	}
+	return nil
 }
 
 func (s *fsmSnapshot) Release() { s.snap.Close() }

@@ -371,3 +371,16 @@ func trimNL(p []byte) []byte {
 }
 
 var _ io.Writer = slogWriter{}
+
+// Backlog reports the proposer's queued proposals and the queue's capacity: a nearly full queue
+// means writes are arriving faster than the log commits them.
+func (s *Store) Backlog() (queued, capacity int) { return len(s.prop.in), cap(s.prop.in) }
+
+// Peers reports how many servers the Raft configuration holds.
+func (s *Store) Peers() int {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	return len(f.Configuration().Servers)
+}

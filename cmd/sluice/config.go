@@ -26,6 +26,10 @@ type serveConfig struct {
 	SnapshotEvery   uint64
 	ShutdownTimeout time.Duration
 	Workers         int
+	Bootstrap       bool
+	MetricsAddr     string
+	Pprof           bool
+	SMTP            smtpConfig
 }
 
 func (c *serveConfig) flags(fs *flag.FlagSet) {
@@ -42,6 +46,13 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.Uint64Var(&c.SnapshotEvery, "snapshot-threshold", 8192, "Raft entries between snapshots")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for in-flight work")
 	fs.IntVar(&c.Workers, "workers", 256, "global budget of concurrent delivery requests")
+	fs.BoolVar(&c.Bootstrap, "bootstrap", true, "with no Raft state yet, form a one-node cluster (false: wait to be added to one)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "optional separate listener for /metrics, /healthz, /readyz (and pprof)")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on --metrics-addr (never on --http-addr)")
+	fs.StringVar(&c.SMTP.Addr, "smtp-addr", "", "SMTP server host:port for endpoint alert emails (empty: no email)")
+	fs.StringVar(&c.SMTP.From, "smtp-from", "sluice@localhost", "From address of alert emails")
+	fs.StringVar(&c.SMTP.Username, "smtp-username", "", "SMTP username (PLAIN auth when set)")
+	fs.StringVar(&c.SMTP.Password, "smtp-password", "", "SMTP password")
 }
 
 // parseServe fills c from defaults, then the environment, then args.
@@ -70,6 +81,12 @@ func parseServe(args []string, c *serveConfig) error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("--log-format: %q is not text or json", c.LogFormat)
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return fmt.Errorf("--pprof needs --metrics-addr: profiling is never served on the API listener")
+	}
+	if !validEmailHeader(c.SMTP.From) {
+		return fmt.Errorf("--smtp-from: %q contains a line break", c.SMTP.From)
 	}
 	if c.MaxPayloadBytes <= 0 {
 		return fmt.Errorf("--max-payload-bytes: must be > 0, got %s", strconv.FormatInt(c.MaxPayloadBytes, 10))

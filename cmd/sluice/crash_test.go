@@ -55,7 +55,8 @@ type proc struct {
 	logs *bytes.Buffer
 }
 
-func startProc(t *testing.T, dataDir, httpAddr, raftAddr string, extra ...string) *proc {
+// startRaw starts sluice serve and returns without waiting for readiness.
+func startRaw(t *testing.T, dataDir, httpAddr, raftAddr string, extra ...string) *proc {
 	t.Helper()
 	key := "sk_test_root_key"
 	args := append([]string{"serve", "--data-dir", dataDir, "--http-addr", httpAddr, "--raft-addr", raftAddr,
@@ -68,6 +69,13 @@ func startProc(t *testing.T, dataDir, httpAddr, raftAddr string, extra ...string
 	}
 	p := &proc{t: t, cmd: cmd, api: "http://" + httpAddr + "/api/v1", key: key, logs: &logs}
 	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func startProc(t *testing.T, dataDir, httpAddr, raftAddr string, extra ...string) *proc {
+	t.Helper()
+	p := startRaw(t, dataDir, httpAddr, raftAddr, extra...)
+	logs := p.logs
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + httpAddr + "/readyz")

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/sluice-gw/sluice/api"
 	"github.com/sluice-gw/sluice/dispatcher"
+	"github.com/sluice-gw/sluice/model"
 	"github.com/sluice-gw/sluice/netpool"
 	"github.com/sluice-gw/sluice/raftstore"
 )
@@ -48,21 +51,35 @@ func serve(args []string) error {
 	return run(ctx, cfg, log)
 }
 
-// run starts a node and blocks until ctx ends, then shuts down gracefully.
+// run starts a node and blocks until ctx ends, then shuts down gracefully. The HTTP listener opens
+// first so /healthz and /readyz answer (not ready) while the store is still opening.
 func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --http-addr %s: %w", cfg.HTTPAddr, err)
+	}
+	var h swapHandler
+	srv := &http.Server{Handler: &h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	srvErr := make(chan error, 2)
+	go func() { srvErr <- srv.Serve(ln) }()
+	defer srv.Close()
+
 	node, err := startNode(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer node.close()
+	h.set(node.handler())
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on --http-addr %s: %w", cfg.HTTPAddr, err)
+	if cfg.MetricsAddr != "" {
+		oln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on --metrics-addr %s: %w", cfg.MetricsAddr, err)
+		}
+		ops := &http.Server{Handler: node.opsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { srvErr <- ops.Serve(oln) }()
+		defer ops.Close()
 	}
-	srv := &http.Server{Handler: node.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.Serve(ln) }()
 	log.Info("sluice serving", "version", version, "http_addr", ln.Addr().String(), "raft_addr", cfg.RaftAddr,
 		"node_id", cfg.NodeID, "data_dir", cfg.DataDir)
 
@@ -71,8 +88,10 @@ func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	go func() { defer close(engineDone); node.engine.Run(engineCtx) }()
 	defer func() { stopEngine(); <-engineDone }()
 
-	if err := node.ensureRootKey(ctx, cfg.RootKey); err != nil {
-		log.Error("root key not stored; retrying when this node leads", "err", err)
+	if cfg.Bootstrap {
+		if err := node.ensureRootKey(ctx, cfg.RootKey); err != nil {
+			log.Error("root key not stored; retrying when this node leads", "err", err)
+		}
 	}
 
 	select {
@@ -91,6 +110,29 @@ func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	return nil
 }
 
+// swapHandler answers "starting" until the node's handler is set.
+type swapHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := s.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if r.URL.Path == "/healthz" {
+		fmt.Fprintf(w, `{"status":"ok","version":%q}`+"\n", version)
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	if r.URL.Path == "/readyz" {
+		fmt.Fprint(w, `{"ready":false,"store_open":false}`+"\n")
+		return
+	}
+	fmt.Fprint(w, `{"status":false,"message":"starting: the store is not open yet"}`+"\n")
+}
+
 // node is one running Sluice process: the store, the API and the delivery engine.
 type node struct {
 	cfg    serveConfig
@@ -100,7 +142,9 @@ type node struct {
 	pool   *netpool.Pool
 	engine *dispatcher.Engine
 	// eng is read by the store's hooks, which may fire before the engine exists.
-	eng atomic.Pointer[dispatcher.Engine]
+	eng    atomic.Pointer[dispatcher.Engine]
+	series endpointSeries
+	mail   *mailer
 }
 
 func parseIPs(list string) ([]netip.Addr, error) {
@@ -119,7 +163,7 @@ func parseIPs(list string) ([]netip.Addr, error) {
 }
 
 func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
-	n := &node{cfg: cfg, log: log}
+	n := &node{cfg: cfg, log: log, mail: newMailer(cfg.SMTP, log)}
 	ips, err := parseIPs(cfg.EgressIPs)
 	if err != nil {
 		return nil, err
@@ -137,6 +181,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 			}
 		},
 		OnLeadership: func(leader bool) {
+			leaderChanges.Inc()
 			if eng := n.eng.Load(); eng != nil {
 				eng.SetActive(leader)
 			}
@@ -145,7 +190,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		DataDir:           cfg.DataDir,
 		RaftAddr:          cfg.RaftAddr,
 		AdvertiseAddr:     cfg.AdvertiseRaft,
-		Bootstrap:         true,
+		Bootstrap:         cfg.Bootstrap,
 		FastElections:     true,
 		SnapshotThreshold: cfg.SnapshotEvery,
 		Logger:            log,
@@ -161,7 +206,12 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	dcfg.Workers = cfg.Workers
 	dcfg.UserAgent = "Sluice/" + version
 	dcfg.Logger = log
-	n.engine, err = dispatcher.NewEngine(dispatcher.EngineConfig{Dispatcher: dcfg, Logger: log}, st, n.pool)
+	n.engine, err = dispatcher.NewEngine(dispatcher.EngineConfig{
+		Dispatcher:       dcfg,
+		Logger:           log,
+		OnResult:         n.series.observeResult,
+		OnEndpointChange: n.endpointChanged,
+	}, st, n.pool)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -171,23 +221,66 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	return n, nil
 }
 
-func (n *node) handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/api/", n.api.Handler())
+// endpointChanged runs on the FSM goroutine (while this node dispatches): alerts for disabled
+// endpoints, and metric series removal for deleted ones.
+func (n *node) endpointChanged(c raftstore.EndpointChange) {
+	if c.Deleted {
+		n.series.drop(c.EndpointID)
+		return
+	}
+	if c.Status == model.EndpointDisabled {
+		n.mail.endpointDisabled(n.store.Endpoint(c.ProjectID, c.EndpointID), c.Reason)
+	}
+}
+
+// addOps registers the operational routes (metrics, health, readiness) on mux.
+func (n *node) addOps(mux *http.ServeMux) {
 	mux.HandleFunc("GET /metrics", n.metricsHandler)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"status":"ok","version":%q}`+"\n", version)
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if !n.store.Ready() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, `{"ready":false,"store_open":true,"has_leader":false,"applied_index":%d}`+"\n", n.store.AppliedIndex())
-			return
-		}
-		fmt.Fprintf(w, `{"ready":true,"store_open":true,"has_leader":true,"applied_index":%d}`+"\n", n.store.AppliedIndex())
-	})
+	mux.HandleFunc("GET /readyz", n.readyz)
+}
+
+func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
+	q, qcap := n.store.Backlog()
+	detail := map[string]any{
+		"store_open":     true,
+		"has_leader":     n.store.HasLeader(),
+		"is_leader":      n.store.IsLeader(),
+		"caught_up":      n.store.Ready(),
+		"applied_index":  n.store.AppliedIndex(),
+		"proposer_queue": q,
+		"overloaded":     q*10 >= qcap*9,
+	}
+	ready := n.store.Ready() && q*10 < qcap*9
+	detail["ready"] = ready
+	w.Header().Set("Content-Type", "application/json")
+	if !ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(detail)
+}
+
+func (n *node) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/api/", n.api.Handler())
+	n.addOps(mux)
+	return mux
+}
+
+// opsHandler serves the separate --metrics-addr listener, with pprof when enabled.
+func (n *node) opsHandler() http.Handler {
+	mux := http.NewServeMux()
+	n.addOps(mux)
+	if n.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
