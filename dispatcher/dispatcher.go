@@ -33,7 +33,8 @@ type Ref struct{ ProjectID, EndpointID, DeliveryID string }
 // changes apply from the next attempt on.
 type Endpoint struct {
 	ID, ProjectID, URL string
-	// Secret keys the X-Sluice-Signature HMAC (see Signer); empty sends the request unsigned.
+	// Secret is a single never-expiring signing secret, used only when Secrets is empty (the form of
+	// earlier releases). An endpoint with neither is sent unsigned.
 	Secret string
 	// Timeout bounds the whole attempt; 0 means DefaultTimeout (30s).
 	Timeout time.Duration
@@ -46,6 +47,22 @@ type Endpoint struct {
 	EgressPool string
 	// Retry is the endpoint's retry policy; the zero value (or an invalid one) means Config.DefaultRetry.
 	Retry RetryPolicy
+
+	// SignatureScheme is SchemeSimple (also ""), SchemeAdvanced, SchemeStandard or
+	// SchemeStandardEd25519 (see sign.go).
+	SignatureScheme string
+	// Secrets are the signing secrets in creation order, oldest first. Every secret live at the
+	// attempt (SecretKey.LiveAt) signs it, newest first, so old and new both verify during a rotation;
+	// the simple scheme uses the newest live one. If all have expired the attempt is not sent.
+	Secrets []SecretKey
+	// Signature is the project's header name and versions for the simple and advanced schemes.
+	Signature SignatureConfig
+	// Auth authenticates the request (API-key header or basic auth); nil sends none. Its credential is
+	// replaced by Redacted in Attempt.RequestHeaders.
+	Auth *Auth
+	// TLS is the endpoint's client certificate (mTLS) and CA bundle, in PEM; nil uses the system roots
+	// and presents no certificate. The dispatcher caches one *tls.Config per distinct material.
+	TLS *ClientTLS
 }
 
 // Job is everything one attempt needs. It is loaded lazily, just before sending, so queued refs cost

@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -14,8 +15,8 @@ import (
 )
 
 // Reserved request headers: set by the dispatcher after the custom headers, which cannot override them.
-// Every custom header starting with ReservedHeaderPrefix is dropped, so future X-Sluice-* headers cannot be
-// spoofed either.
+// Every custom header starting with ReservedHeaderPrefix or ReservedWebhookPrefix (the Standard Webhooks
+// headers) is dropped, so future X-Sluice-* headers cannot be spoofed either.
 const (
 	HeaderDeliveryID     = "X-Sluice-Delivery-Id" // stable across retries: receivers dedupe on it
 	HeaderEventID        = "X-Sluice-Event-Id"
@@ -30,7 +31,7 @@ type verdict uint8
 const (
 	verdictSuccess verdict = iota // 2xx
 	verdictFailure                // any other answer, timeout or connection error
-	verdictNotSent                // the request could not be built (signing failed): recorded, not the endpoint's fault
+	verdictNotSent                // the request could not be built (signing, auth or TLS config failed): recorded, not the endpoint's fault
 	verdictAborted                // cut short by shutdown: not recorded
 )
 
@@ -51,9 +52,13 @@ func (d *Dispatcher) send(ctx context.Context, job *Job) (Result, verdict) {
 			RequestHeaders: h,
 		},
 	}
-	if err := d.cfg.Signer.Sign(h, job, started); err != nil {
+	tc, err := d.prepare(h, job, started)
+	if ep.Auth != nil {
+		res.Attempt.RequestHeaders = redactAuth(h, ep.Auth)
+	}
+	if err != nil {
 		<-d.sem
-		err = fmt.Errorf("dispatcher: sign delivery %s for endpoint %s: %w", job.DeliveryID, job.EndpointID, err)
+		err = fmt.Errorf("dispatcher: prepare delivery %s for endpoint %s: %w", job.DeliveryID, job.EndpointID, err)
 		res.Err, res.Attempt.Error = err, err.Error()
 		d.decide(&res, job, nil, started)
 		return res, verdictNotSent
@@ -70,6 +75,7 @@ func (d *Dispatcher) send(ctx context.Context, job *Job) (Result, verdict) {
 		Timeout:    timeout,
 		EgressPool: ep.EgressPool,
 		Key:        job.EndpointID,
+		TLS:        tc,
 	})
 	<-d.sem
 	if resp.Err != nil && resp.StatusCode == 0 && ctx.Err() != nil {
@@ -91,6 +97,41 @@ func (d *Dispatcher) send(ctx context.Context, job *Job) (Result, verdict) {
 		return res, verdictSuccess
 	}
 	return res, verdictFailure
+}
+
+// prepare completes an attempt's request: the endpoint's authentication header, then the signature (which
+// may cover every other header), then the endpoint's cached TLS configuration.
+func (d *Dispatcher) prepare(h http.Header, job *Job, now time.Time) (*tls.Config, error) {
+	ep := &job.Endpoint
+	if ep.Auth != nil {
+		name, err := ep.Auth.apply(h)
+		if err != nil {
+			return nil, err
+		}
+		if s := ep.SignatureScheme; (s == "" || s == SchemeSimple || s == SchemeAdvanced) && name == ep.Signature.header() {
+			return nil, fmt.Errorf("%w: header_name %s is the signature header", ErrBadAuth, name)
+		}
+	}
+	if err := d.cfg.Signer.Sign(h, job, now); err != nil {
+		return nil, err
+	}
+	if ep.TLS == nil {
+		return nil, nil
+	}
+	return clientTLSCache.get(ep.TLS, now)
+}
+
+// redactAuth returns a copy of h for the attempt record with the credential header replaced by Redacted.
+func redactAuth(h http.Header, a *Auth) http.Header {
+	rec := h.Clone()
+	k := "Authorization"
+	if a.Type == AuthAPIKey {
+		k = textproto.CanonicalMIMEHeaderKey(a.HeaderName)
+	}
+	if _, ok := rec[k]; ok {
+		rec[k] = []string{Redacted}
+	}
+	return rec
 }
 
 // decide fills res.Status, NextAttemptAt and DisableEndpoint from res.Attempt.StatusCode, under the
@@ -153,7 +194,7 @@ func copyCustom(h, custom http.Header) {
 			continue
 		}
 		ck := textproto.CanonicalMIMEHeaderKey(k)
-		if strings.HasPrefix(ck, ReservedHeaderPrefix) || transportHeaders[ck] {
+		if strings.HasPrefix(ck, ReservedHeaderPrefix) || strings.HasPrefix(ck, ReservedWebhookPrefix) || transportHeaders[ck] {
 			continue
 		}
 		h[ck] = append([]string(nil), vs...)

@@ -3,6 +3,7 @@ package netpool
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"time"
 )
 
@@ -35,6 +36,23 @@ type Config struct {
 	DrainBodyBytes int64
 	// UserAgent is sent when Request.Header has no User-Agent. Default "Sluice".
 	UserAgent string
+
+	// BlockPrivate turns on the SSRF guard (see Policy): connections to loopback, private, link-local,
+	// CGNAT, multicast, unspecified and other non-global addresses are refused at dial time, after DNS
+	// resolution, with an error wrapping ErrForbiddenAddress. Off by default in the library, so tests
+	// can deliver to 127.0.0.1; the binary turns it on.
+	BlockPrivate bool
+	// AllowCIDRs opens ranges the guard would refuse (e.g. 127.0.0.0/8, or an internal receiver's
+	// subnet). Setting it without BlockPrivate is a config error.
+	AllowCIDRs []netip.Prefix
+	// Proxy, when set, is the forward proxy (http or https URL, user:password@ for basic proxy
+	// authentication) every request goes through unless Request.Proxy names another. https
+	// destinations are tunnelled with CONNECT; http destinations are sent to the proxy in absolute
+	// form. The proxy is operator-configured and trusted: the guard does not check its address, and
+	// the proxy resolves the destination's name, so with BlockPrivate only IP-literal destinations are
+	// checked here; the proxy must enforce its own egress policy (see the package documentation). The
+	// environment's HTTP(S)_PROXY is never used.
+	Proxy *url.URL
 }
 
 // Defaults, exported through DefaultConfig.
@@ -104,6 +122,27 @@ func (c *Config) Validate() error {
 	}
 	if c.UserAgent == "" {
 		c.UserAgent = defaultUserAgent
+	}
+	for i, pre := range c.AllowCIDRs {
+		if !pre.IsValid() {
+			return fmt.Errorf("%w: AllowCIDRs[%d] is not a valid prefix", ErrConfig, i)
+		}
+	}
+	if len(c.AllowCIDRs) > 0 && !c.BlockPrivate {
+		return fmt.Errorf("%w: AllowCIDRs is set but BlockPrivate is off, so nothing is blocked", ErrConfig)
+	}
+	if c.Proxy != nil {
+		if err := checkProxy(c.Proxy); err != nil {
+			return fmt.Errorf("%w: Proxy: %w", ErrConfig, err)
+		}
+	}
+	return nil
+}
+
+// checkProxy reports why u cannot be a forward proxy URL.
+func checkProxy(u *url.URL) error {
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s: want an http:// or https:// proxy URL with a host", u.Redacted())
 	}
 	return nil
 }

@@ -4,9 +4,10 @@
 // # What it owns
 //
 // The client side of one attempt: picking the egress IP, the connection pools behind it, per-endpoint
-// TLS, the attempt timeout, reading the response under a memory cap, and classifying failures. It does
-// not sign, retry, rate-limit or break circuits; the dispatcher does, and bounds in-flight attempts per
-// endpoint (which is why MaxConnsPerHost defaults to unlimited).
+// TLS, an optional forward proxy, the SSRF guard, the attempt timeout, reading the response under a
+// memory cap, and classifying failures. It does not sign, retry, rate-limit or break circuits; the
+// dispatcher does, and bounds in-flight attempts per endpoint (which is why MaxConnsPerHost defaults
+// to unlimited).
 //
 //	p, err := netpool.New(netpool.Config{EgressIPs: ips, Pools: map[string][]netip.Addr{"eu": euIPs}})
 //	res := p.Do(ctx, &netpool.Request{URL: ep.URL, Header: h, Body: payload, Key: ep.ID, Timeout: ep.Timeout})
@@ -24,7 +25,8 @@
 // therefore has its own http.Transport whose net.Dialer has LocalAddr set; an IP listed in several
 // pools is one egress and shares its connections. With LocalAddr set the dialer only tries
 // destination addresses of the same family (an IPv4 egress never dials an AAAA record). Environment
-// proxies (HTTP_PROXY) are ignored on purpose: they would make every delivery leave from the proxy.
+// proxies (HTTP_PROXY) are ignored on purpose: they would make every delivery leave from the proxy
+// (an explicit Config.Proxy does that knowingly; see below).
 //
 // Request.Key (the endpoint id) picks the IP within the pool: 64-bit FNV-1a, then jump consistent
 // hashing. The mapping has no random seed, so it survives restarts, and growing a pool by one IP moves
@@ -43,6 +45,45 @@
 // the old config is garbage collected (runtime.AddCleanup). The rule for callers is one long-lived
 // *tls.Config per endpoint, never modified after first use: a fresh config per attempt would get a
 // fresh transport, and a fresh TLS handshake, every time.
+//
+// # SSRF guard
+//
+// Endpoint URLs come from tenants, so a delivery must not become a way into the operator's network.
+// With Config.BlockPrivate each egress's dialer gets a ControlContext hook (Policy.Check) that sees the
+// numeric address the socket is about to connect to, after DNS resolution and for every address the
+// dialer tries: loopback, RFC 1918 and ULA (fc00::/7) private ranges, link-local (169.254/16,
+// fe80::/10, cloud metadata included), CGNAT (100.64/10), multicast, unspecified, documentation,
+// benchmarking and the other IANA special-purpose ranges are refused. IPv4-mapped IPv6 addresses are
+// judged as IPv4 and NAT64 (64:ff9b::/96) by the IPv4 address they embed. Because the check runs on
+// the resolved address at connect time, a name that resolves, or is rebound between a check and the
+// dial, to an internal address is refused too; a pooled keep-alive connection stays on the address
+// that was checked when it was dialed. Config.AllowCIDRs opens ranges (127.0.0.0/8 for tests and
+// "make run", an internal receiver's subnet). A refused attempt fails with ErrConnect and
+// ErrForbiddenAddress, and the message names the IP and its range:
+//
+//	netpool: connect failed: POST http://localhost:8080/h: dial tcp 127.0.0.1:8080: netpool: forbidden
+//	address: 127.0.0.1 is loopback (127.0.0.0/8); add it to AllowCIDRs to allow it
+//
+// The guard is off in the zero Config so library tests can deliver to 127.0.0.1; the binary turns it
+// on by default.
+//
+// # Forward proxy
+//
+// Config.Proxy (or Request.Proxy, per request) sends attempts through an HTTP forward proxy: https
+// destinations in a CONNECT tunnel, with TLS (and Request.TLS, mTLS included) end to end to the
+// destination; http destinations in absolute form. user:password in the proxy URL becomes
+// Proxy-Authorization. Transports are cached per (egress IP, TLS config, proxy URL); the egress IP
+// binds the connection to the proxy, and Response.EgressIP is the local address towards the proxy.
+// The environment's HTTP(S)_PROXY is never read.
+//
+// The proxy and the guard: the proxy is operator-configured and trusted, so its own address (often
+// private) is not checked. The destination's name is resolved by the proxy, not here, so the
+// dial-time guard cannot see the destination's address; only IP-literal destinations
+// (http://10.0.0.5/) are still judged, before anything is sent. A name that resolves to an internal
+// address goes through. With a proxy, SSRF protection for names is therefore the proxy's job: run
+// one that filters internal addresses at its own dial time (Stripe's smokescreen, or squid with
+// destination ACLs) and place it where it cannot reach internal services. Resolving the name here as
+// well would not help: the proxy resolves again, and may get another answer.
 //
 // # Response bodies: keep, drain, or close
 //
@@ -75,6 +116,7 @@
 //	ErrTLS        handshake or certificate failure, either side
 //	ErrTransport  the connection failed after it was obtained (reset, short body, protocol error)
 //	ErrCanceled   the caller's context was canceled
+//	ErrForbiddenAddress  the SSRF guard refused the destination (with ErrConnect)
 //	ErrBadRequest, ErrUnknownPool, ErrClosed: the attempt could not start
 //
 // ErrConnect is combined with ErrTimeout, ErrTLS or ErrCanceled when that is why no connection was

@@ -47,6 +47,9 @@ var (
 	ErrClosed = errors.New("netpool: pool closed")
 	// ErrConfig: Config.Validate rejected a field; the message names it.
 	ErrConfig = errors.New("netpool: invalid config")
+	// ErrForbiddenAddress: the SSRF guard (Config.BlockPrivate) refused the destination address; the
+	// message names the IP and its range. It comes with ErrConnect: nothing was sent.
+	ErrForbiddenAddress = errors.New("netpool: forbidden address")
 )
 
 // errAttemptTimeout is the cancel cause of an attempt's own deadline. It tells "our Timeout fired" apart
@@ -90,6 +93,9 @@ type Request struct {
 	// config is garbage collected. A config whose callbacks capture the config itself is never
 	// collected, so its transport lives until Close.
 	TLS *tls.Config
+	// Proxy, when set, overrides Config.Proxy for this request (same rules: http or https URL, trusted,
+	// see Config.Proxy). Transports are cached per proxy URL, so keep the set of proxies small.
+	Proxy *url.URL
 }
 
 // Response is the outcome of one attempt. Err and StatusCode are independent: a status with an error
@@ -109,6 +115,8 @@ type Response struct {
 // Pool sends attempts over keep-alive connections bound to egress IPs. It is safe for concurrent use.
 type Pool struct {
 	cfg    Config
+	guard  *Policy              // nil: no SSRF guard
+	proxy  string               // cfg.Proxy.String(), "" when direct: the key of every egress's plain transport
 	pools  map[string][]*egress // "" is the default pool; immutable after New
 	all    []*egress            // every distinct egress once, for Close; immutable after New
 	ua     []string             // {cfg.UserAgent}, shared by every header that lacks one
@@ -119,13 +127,19 @@ type Pool struct {
 // egress is one source address and the transports dialing from it. net/http pools connections by
 // (proxy, scheme, addr) only, so binding a local address needs a transport of its own.
 type egress struct {
-	ip    netip.Addr // invalid means the system's choice
-	ipStr string     // ip.String(), so filling Response.EgressIP costs nothing
-	plain *http.Transport
-	mk    func(*tls.Config) *http.Transport
+	ip    netip.Addr      // invalid means the system's choice
+	ipStr string          // ip.String(), so filling Response.EgressIP costs nothing
+	plain *http.Transport // no Request.TLS, default proxy (Config.Proxy or none): the lock-free common case
+	mk    func(*tls.Config, *url.URL) *http.Transport
 
-	mu    sync.Mutex // guards byTLS
-	byTLS map[weak.Pointer[tls.Config]]*http.Transport
+	mu    sync.Mutex // guards byKey
+	byKey map[transportKey]*http.Transport
+}
+
+// transportKey names a non-plain transport of one egress.
+type transportKey struct {
+	tls   weak.Pointer[tls.Config] // zero: no per-request TLS config
+	proxy string                   // the proxy URL, "" for direct connections
 }
 
 // New validates cfg (filling defaults) and builds one transport per distinct egress IP. Transports for
@@ -138,6 +152,16 @@ func New(cfg Config) (*Pool, error) {
 		cfg:   cfg,
 		pools: make(map[string][]*egress, 1+len(cfg.Pools)),
 		ua:    []string{cfg.UserAgent},
+	}
+	if cfg.BlockPrivate {
+		allow := make([]netip.Prefix, len(cfg.AllowCIDRs))
+		for i, pre := range cfg.AllowCIDRs {
+			allow[i] = pre.Masked()
+		}
+		p.guard = &Policy{Allow: allow}
+	}
+	if cfg.Proxy != nil {
+		p.proxy = cfg.Proxy.String()
 	}
 	keep := cfg.KeepBodyBytes
 	p.bufs.New = func() any { b := make([]byte, keep); return &b }
@@ -166,30 +190,45 @@ func New(cfg Config) (*Pool, error) {
 		p.pools[name] = resolve(ips)
 	}
 	// The caller's slices are not retained.
-	p.cfg.EgressIPs, p.cfg.Pools = nil, nil
+	p.cfg.EgressIPs, p.cfg.Pools, p.cfg.AllowCIDRs = nil, nil, nil
 	return p, nil
 }
 
 func (p *Pool) newEgress(ip netip.Addr) *egress {
-	d := &net.Dialer{Timeout: p.cfg.DialTimeout}
-	e := &egress{ip: ip, byTLS: make(map[weak.Pointer[tls.Config]]*http.Transport)}
+	// direct dials destinations and is guarded; viaProxy dials only the (trusted) proxy.
+	direct := &net.Dialer{Timeout: p.cfg.DialTimeout}
+	if p.guard != nil {
+		direct.ControlContext = p.guard.control
+	}
+	viaProxy := &net.Dialer{Timeout: p.cfg.DialTimeout}
+	e := &egress{ip: ip, byKey: make(map[transportKey]*http.Transport)}
 	if ip.IsValid() {
 		// With LocalAddr set, the dialer also keeps only destination addresses of the same family.
-		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0))
+		direct.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0))
+		viaProxy.LocalAddr = direct.LocalAddr
 		e.ipStr = ip.String()
 	}
-	e.mk = func(tc *tls.Config) *http.Transport { return p.newTransport(d, tc) }
-	e.plain = e.mk(nil)
+	e.mk = func(tc *tls.Config, proxy *url.URL) *http.Transport {
+		if proxy != nil {
+			return p.newTransport(viaProxy, tc, proxy)
+		}
+		return p.newTransport(direct, tc, nil)
+	}
+	e.plain = e.mk(nil, p.cfg.Proxy)
 	return e
 }
 
-func (p *Pool) newTransport(d *net.Dialer, tc *tls.Config) *http.Transport {
+func (p *Pool) newTransport(d *net.Dialer, tc *tls.Config, proxy *url.URL) *http.Transport {
 	c := &p.cfg
 	stream := min(int64(c.KeepBodyBytes)+c.DrainBodyBytes, h2ConnWindow)
+	var proxyFunc func(*http.Request) (*url.URL, error)
+	if proxy != nil {
+		proxyFunc = http.ProxyURL(proxy)
+	}
 	return &http.Transport{
-		// No proxy, deliberately: HTTP(S)_PROXY from the environment would make deliveries leave from
-		// the proxy's address and silently defeat static egress.
-		Proxy:               nil,
+		// Only an explicitly configured proxy: HTTP(S)_PROXY from the environment would make deliveries
+		// leave from the proxy's address and silently defeat static egress.
+		Proxy:               proxyFunc,
 		DialContext:         d.DialContext,
 		TLSClientConfig:     tc,
 		TLSHandshakeTimeout: c.DialTimeout,
@@ -211,31 +250,42 @@ func (p *Pool) newTransport(d *net.Dialer, tc *tls.Config) *http.Transport {
 	}
 }
 
-// transport returns the transport for tc: the shared plain one, or the one cached for this config.
-func (e *egress) transport(tc *tls.Config) *http.Transport {
-	if tc == nil {
+// transport returns the transport for (tc, proxy): the shared plain one when both are the defaults,
+// or the one cached for them. proxyKey is proxy.String() ("" for direct) and defProxy the key of the
+// plain transport's proxy.
+func (e *egress) transport(tc *tls.Config, proxy *url.URL, proxyKey, defProxy string) *http.Transport {
+	if tc == nil && proxyKey == defProxy {
 		return e.plain
 	}
-	// Keyed weakly so the cache never keeps an endpoint's config (and its private key) alive; the
-	// transport holds a clone, which also shields the caller's config from net/http adding "h2" to
-	// NextProtos.
-	key := weak.Make(tc)
+	// TLS configs are keyed weakly so the cache never keeps an endpoint's config (and its private key)
+	// alive; the transport holds a clone, which also shields the caller's config from net/http adding
+	// "h2" to NextProtos. Proxies are operator-configured and few: keyed by URL, kept until Close.
+	key := transportKey{proxy: proxyKey}
+	if tc != nil {
+		key.tls = weak.Make(tc)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if t := e.byTLS[key]; t != nil {
+	if t := e.byKey[key]; t != nil {
 		return t
 	}
-	t := e.mk(tc.Clone())
-	e.byTLS[key] = t
-	runtime.AddCleanup(tc, e.forget, key)
+	var clone *tls.Config
+	if tc != nil {
+		clone = tc.Clone()
+	}
+	t := e.mk(clone, proxy)
+	e.byKey[key] = t
+	if tc != nil {
+		runtime.AddCleanup(tc, e.forget, key)
+	}
 	return t
 }
 
 // forget drops the transport of a collected TLS config. It runs on the runtime's cleanup goroutine.
-func (e *egress) forget(key weak.Pointer[tls.Config]) {
+func (e *egress) forget(key transportKey) {
 	e.mu.Lock()
-	t := e.byTLS[key]
-	delete(e.byTLS, key)
+	t := e.byKey[key]
+	delete(e.byKey, key)
 	e.mu.Unlock()
 	if t != nil {
 		t.CloseIdleConnections()
@@ -246,7 +296,7 @@ func (e *egress) closeIdle() {
 	e.plain.CloseIdleConnections()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, t := range e.byTLS {
+	for _, t := range e.byKey {
 		t.CloseIdleConnections()
 	}
 }
@@ -255,7 +305,27 @@ func (e *egress) closeIdle() {
 func (e *egress) tlsTransports() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return len(e.byTLS)
+	n := 0
+	for k := range e.byKey {
+		if k.tls != (weak.Pointer[tls.Config]{}) {
+			n++
+		}
+	}
+	return n
+}
+
+// proxyTransports reports how many transports are cached for a non-default proxy without a TLS
+// config; for tests.
+func (e *egress) proxyTransports() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for k := range e.byKey {
+		if k.tls == (weak.Pointer[tls.Config]{}) {
+			n++
+		}
+	}
+	return n
 }
 
 // localIP names the local address of c, without allocating in the common case of a bound egress IP.
@@ -357,7 +427,26 @@ func (p *Pool) Do(ctx context.Context, req *Request) *Response {
 		setBody(hreq, req.Body)
 	}
 
-	tr := eg.transport(req.TLS)
+	proxy, proxyKey := p.cfg.Proxy, p.proxy
+	if req.Proxy != nil {
+		if err := checkProxy(req.Proxy); err != nil {
+			res.Err = fmt.Errorf("%w: %s %s: Proxy %w", ErrBadRequest, method, hreq.URL.Redacted(), err)
+			return res
+		}
+		proxy, proxyKey = req.Proxy, req.Proxy.String()
+	}
+	if proxy != nil && p.guard != nil {
+		// The proxy resolves and dials the destination, so the dial-time guard only ever sees the
+		// proxy's address; an IP-literal destination can still be judged here.
+		if ip, err := netip.ParseAddr(hreq.URL.Hostname()); err == nil {
+			if err := p.guard.Check(ip); err != nil {
+				res.Err = fmt.Errorf("%w: %s %s: %w", ErrConnect, method, hreq.URL.Redacted(), err)
+				return res
+			}
+		}
+	}
+
+	tr := eg.transport(req.TLS, proxy, proxyKey, p.proxy)
 	start := time.Now()
 	hres, err := tr.RoundTrip(hreq)
 	if err == nil {
