@@ -150,6 +150,7 @@ type endpointInput struct {
 	Strategy          *model.RetryStrategy `json:"strategy"`
 	Headers           map[string]string    `json:"headers"`
 	EgressPool        *string              `json:"egress_pool"`
+	Region            *string              `json:"region"`
 }
 
 const maxHTTPTimeoutSeconds = 300
@@ -166,6 +167,7 @@ func (in *endpointInput) apply(e *model.Endpoint, create bool) error {
 	set(&e.OwnerID, in.OwnerID)
 	set(&e.SupportEmail, in.SupportEmail)
 	set(&e.EgressPool, in.EgressPool)
+	set(&e.Region, in.Region)
 	if in.HTTPTimeout != nil {
 		e.HTTPTimeout = *in.HTTPTimeout
 	}

@@ -33,9 +33,12 @@ type EngineConfig struct {
 	Logger            *slog.Logger
 	// OnResult, when set, sees every attempt result (metrics). Called from attempt goroutines.
 	OnResult func(Result)
-	// OnEndpointChange, when set, sees every endpoint status change or deletion while this node
-	// dispatches (alerts, metrics cleanup). Called on the FSM goroutine: must not block.
+	// OnEndpointChange, when set, sees every endpoint status change or deletion on every node
+	// (alerts, metrics cleanup). Called on the FSM goroutine: must not block.
 	OnEndpointChange func(raftstore.EndpointChange)
+	// Owns, when set, says whether this node delivers an endpoint (cluster ownership); nil means
+	// every endpoint (a single node).
+	Owns func(projectID, endpointID string) bool
 }
 
 // Engine is the delivery engine of one node: the timing wheel holding every pending delivery's next
@@ -53,7 +56,10 @@ type Engine struct {
 	sender Sender
 
 	active  atomic.Bool
+	leader  atomic.Bool // meta events are sent by the leader only
 	results chan raftstore.AttemptResult
+	// reassign asks Run's goroutine to re-partition the wheel after ownership changed (1-slot).
+	reassign chan struct{}
 	// retryRefs carries deliveries whose load or result commit failed back to the wheel.
 	activeMu sync.Mutex // serialises activate/deactivate so rebuilds do not interleave
 }
@@ -84,12 +90,13 @@ func NewEngine(cfg EngineConfig, st *raftstore.Store, sender Sender) (*Engine, e
 	}
 	cfg.Scheduler.Clock = cfg.Dispatcher.Clock
 	e := &Engine{
-		cfg:     cfg,
-		st:      st,
-		clock:   cfg.Dispatcher.Clock,
-		log:     cfg.Logger,
-		results: make(chan raftstore.AttemptResult, cfg.ResultQueue),
-		sender:  sender,
+		cfg:      cfg,
+		st:       st,
+		clock:    cfg.Dispatcher.Clock,
+		log:      cfg.Logger,
+		results:  make(chan raftstore.AttemptResult, cfg.ResultQueue),
+		sender:   sender,
+		reassign: make(chan struct{}, 1),
 	}
 	e.meta = newMetaSender(e)
 	d, err := New(cfg.Dispatcher, storeLoader{e}, sender, resultSink{e})
@@ -119,6 +126,19 @@ func (e *Engine) Run(ctx context.Context) error {
 	dispatchDone := make(chan struct{})
 	go func() { defer wg.Done(); defer close(dispatchDone); e.d.Run(dctx) }()
 
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-e.reassign:
+				e.Reassign()
+			}
+		}
+	}()
+
 	var pwg sync.WaitGroup
 	for i := 0; i < e.cfg.ResultProposers; i++ {
 		pwg.Add(1)
@@ -134,20 +154,44 @@ func (e *Engine) Run(ctx context.Context) error {
 	return nil
 }
 
-// SetActive starts or stops dispatching from this node. Becoming active rebuilds the wheel from the
-// due-time index, so every pending delivery, including those in flight at a crash or on a previous
-// leader, is attempted again at its due time.
+// SetActive starts or stops dispatching from this node (no-op when unchanged). Becoming active
+// rebuilds the wheel from the due-time index, so every pending delivery this node owns, including
+// those in flight at a crash or on another node, is attempted again at its due time.
 func (e *Engine) SetActive(active bool) {
 	e.activeMu.Lock()
 	defer e.activeMu.Unlock()
-	if e.active.Swap(active) == active && !active {
+	if e.active.Swap(active) == active {
 		return
 	}
-	if !active {
-		e.clearWheel()
+	e.clearWheel()
+	if active {
+		e.rebuild()
+	} else {
+		e.log.Info("delivery engine inactive")
+	}
+}
+
+// SetLeader says whether this node leads: the leader sends meta events.
+func (e *Engine) SetLeader(leader bool) {
+	if e.leader.Swap(leader) != leader && leader {
+		e.meta.rebuild()
+	}
+}
+
+// Reassign re-partitions after endpoint ownership changed: deliveries this node no longer owns leave
+// the wheel (lanes drop them on load), newly owned ones enter it.
+func (e *Engine) Reassign() {
+	e.activeMu.Lock()
+	defer e.activeMu.Unlock()
+	if !e.active.Load() {
 		return
 	}
+	e.clearWheel()
 	e.rebuild()
+}
+
+func (e *Engine) owns(projectID, endpointID string) bool {
+	return e.cfg.Owns == nil || e.cfg.Owns(projectID, endpointID)
 }
 
 func (e *Engine) clearWheel() {
@@ -164,15 +208,16 @@ func (e *Engine) clearWheel() {
 func (e *Engine) rebuild() {
 	n := 0
 	err := e.st.ForEachDue(func(d raftstore.Due) bool {
-		e.wheel.Schedule(refOf(d), d.At)
-		n++
+		if e.owns(d.ProjectID, d.EndpointID) {
+			e.wheel.Schedule(refOf(d), d.At)
+			n++
+		}
 		return true
 	})
 	if err != nil {
 		e.log.Error("rebuild timing wheel from the due index", "err", err)
 	}
 	e.log.Info("delivery engine active", "pending", n)
-	e.meta.rebuild()
 }
 
 func refOf(d raftstore.Due) Ref {
@@ -183,27 +228,33 @@ func refOf(d raftstore.Due) Ref {
 // endpoints whose status changed lose their queued work (a reactivated endpoint's pending deliveries
 // arrive as Due in the same effects).
 func (e *Engine) Observe(eff raftstore.Effects) {
-	if !e.active.Load() {
-		return
+	if eff.LiveChanged || eff.Reset {
+		select {
+		case e.reassign <- struct{}{}:
+		default:
+		}
 	}
-	if eff.Reset {
-		e.rebuild()
-		return
+	if e.leader.Load() {
+		for _, m := range eff.MetaEvents {
+			e.meta.schedule(m, e.clock.Now())
+		}
 	}
 	for _, c := range eff.Endpoints {
 		e.d.DropEndpoint(c.EndpointID)
-		if c.Status == model.EndpointDisabled {
+		if c.Status == model.EndpointDisabled && e.leader.Load() {
 			e.log.Info("endpoint disabled", "project", c.ProjectID, "endpoint", c.EndpointID, "reason", c.Reason)
 		}
 		if e.cfg.OnEndpointChange != nil {
 			e.cfg.OnEndpointChange(c)
 		}
 	}
-	for _, m := range eff.MetaEvents {
-		e.meta.schedule(m, e.clock.Now())
+	if !e.active.Load() || eff.Reset {
+		return
 	}
 	for _, d := range eff.Due {
-		e.wheel.Schedule(refOf(d), d.At)
+		if e.owns(d.ProjectID, d.EndpointID) {
+			e.wheel.Schedule(refOf(d), d.At)
+		}
 	}
 }
 
@@ -219,8 +270,8 @@ type storeLoader struct{ e *Engine }
 
 func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 	e := l.e
-	if !e.active.Load() {
-		return nil, fmt.Errorf("%w: node is not dispatching", ErrNotPending)
+	if !e.active.Load() || !e.owns(ref.ProjectID, ref.EndpointID) {
+		return nil, fmt.Errorf("%w: node is not dispatching endpoint %s", ErrNotPending, ref.EndpointID)
 	}
 	d, err := e.st.Delivery(ref.ProjectID, ref.DeliveryID)
 	if errors.Is(err, raftstore.ErrNotFound) {

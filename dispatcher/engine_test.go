@@ -79,6 +79,7 @@ func startEngine(t *testing.T, dir string, mod func(*EngineConfig)) *engineEnv {
 	}
 	eng.Store(x)
 	x.SetActive(true)
+	x.SetLeader(true)
 	rctx, rcancel := context.WithCancel(context.Background())
 	e.st, e.eng, e.cancel, e.done = st, x, rcancel, make(chan struct{})
 	go func() { defer close(e.done); x.Run(rctx) }()

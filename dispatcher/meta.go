@@ -88,7 +88,7 @@ func (m *metaSender) fire(due []raftstore.MetaRef) {
 
 func (m *metaSender) send(ref raftstore.MetaRef) {
 	e := m.e
-	if !e.active.Load() {
+	if !e.leader.Load() {
 		return
 	}
 	me, err := e.st.MetaEvent(ref.ProjectID, ref.UID)

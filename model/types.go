@@ -178,8 +178,23 @@ type Endpoint struct {
 	Strategy          *RetryStrategy    `json:"strategy,omitempty"`
 	Headers           map[string]string `json:"headers,omitempty"`
 	EgressPool        string            `json:"egress_pool,omitempty"`
-	CreatedAt         time.Time         `json:"created_at"`
-	UpdatedAt         time.Time         `json:"updated_at"`
+	// Region pins delivery to nodes of this region (empty: any node).
+	Region    string    `json:"region,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Node is one Sluice process in the cluster, as it registered itself.
+type Node struct {
+	ID        string   `json:"id"`
+	RaftAddr  string   `json:"raft_addr"`
+	HTTPAddr  string   `json:"http_addr"`
+	Region    string   `json:"region,omitempty"`
+	EgressIPs []string `json:"egress_ips,omitempty"`
+	Version   string   `json:"version,omitempty"`
+	// AppliedIndex is the node's applied Raft index when it last heartbeated.
+	AppliedIndex uint64    `json:"applied_index,omitempty"`
+	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 // Subscription routes events to an endpoint.

@@ -20,6 +20,8 @@ type catalog struct {
 	projects  map[string]*model.Project
 	endpoints map[string]map[string]*model.Endpoint     // project id -> endpoint id
 	subs      map[string]map[string]*model.Subscription // project id -> subscription id
+	nodes     map[string]*model.Node
+	live      []string // node ids taking part in dispatch, sorted
 }
 
 func newCatalog() *catalog {
@@ -28,6 +30,7 @@ func newCatalog() *catalog {
 		projects:  map[string]*model.Project{},
 		endpoints: map[string]map[string]*model.Endpoint{},
 		subs:      map[string]map[string]*model.Subscription{},
+		nodes:     map[string]*model.Node{},
 	}
 }
 
@@ -85,7 +88,68 @@ func loadCatalog(r pebble.Reader) (*catalog, error) {
 			return nil
 		})
 	}
+	if err == nil {
+		err = load(tagNode, func(v []byte) error {
+			n := new(model.Node)
+			if err := json.Unmarshal(v, n); err != nil {
+				return err
+			}
+			c.putNode(n)
+			return nil
+		})
+	}
+	if err == nil {
+		var live SetLive
+		if v, closer, gerr := r.Get(keyLive); gerr == nil {
+			err = json.Unmarshal(v, &live)
+			closer.Close()
+			c.setLive(live.Nodes)
+		}
+	}
 	return c, err
+}
+
+func (c *catalog) putNode(n *model.Node) {
+	c.mu.Lock()
+	c.nodes[n.ID] = n
+	c.mu.Unlock()
+}
+
+func (c *catalog) deleteNode(id string) {
+	c.mu.Lock()
+	delete(c.nodes, id)
+	c.mu.Unlock()
+}
+
+func (c *catalog) setLive(ids []string) {
+	live := append([]string(nil), ids...)
+	sort.Strings(live)
+	c.mu.Lock()
+	c.live = live
+	c.mu.Unlock()
+}
+
+func (c *catalog) node(id string) *model.Node {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.nodes[id]
+}
+
+func (c *catalog) allNodes() []*model.Node {
+	c.mu.RLock()
+	out := make([]*model.Node, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		out = append(out, n)
+	}
+	c.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (c *catalog) liveNodes() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.live
 }
 
 func (c *catalog) putKey(k *model.APIKey) {

@@ -25,11 +25,15 @@ const (
 	CmdResults
 	CmdResend
 	CmdMetaResult
+	CmdPutNode
+	CmdSetLive
+	CmdDeleteNode
 )
 
 func (t CmdType) String() string {
 	names := [...]string{"?", "put-api-key", "put-project", "delete-project", "put-endpoint", "delete-endpoint",
-		"put-subscription", "delete-subscription", "publish", "results", "resend", "meta-result"}
+		"put-subscription", "delete-subscription", "publish", "results", "resend", "meta-result",
+		"put-node", "set-live", "delete-node"}
 	if int(t) < len(names) {
 		return names[t]
 	}
@@ -117,6 +121,13 @@ type MetaResult struct {
 	StatusCode int       `json:"status_code,omitempty"`
 	Error      string    `json:"error,omitempty"`
 	At         time.Time `json:"at"`
+}
+
+// SetLive records which nodes take part in dispatch: the leader proposes it when a node's heartbeats
+// start or stop. Every node derives endpoint ownership from it, so all agree on who delivers what.
+type SetLive struct {
+	Nodes []string  `json:"nodes"`
+	At    time.Time `json:"at"`
 }
 
 // NewCommand encodes body as the command's Meta.

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -34,6 +35,8 @@ type Result struct {
 	Duplicate bool
 	// Resend: how many deliveries were made pending again.
 	Count int
+	// Index is the Raft log index the command was applied at.
+	Index uint64
 }
 
 // Due is a pending delivery and when it should next be attempted.
@@ -52,6 +55,10 @@ type Effects struct {
 	Endpoints []EndpointChange
 	// MetaEvents lists meta events that became due for sending.
 	MetaEvents []MetaRef
+	// Heartbeats lists nodes whose registration (heartbeat) was applied.
+	Heartbeats []string
+	// LiveChanged says the set of nodes taking part in dispatch changed: ownership moves.
+	LiveChanged bool
 	// Reset says the whole state was replaced (snapshot restore): rebuild from the due index.
 	Reset bool
 }
@@ -74,7 +81,9 @@ type FSM struct {
 	st      *stateDB
 	cat     atomic.Pointer[catalog]
 	applied atomic.Uint64
-	log     *slog.Logger
+	// appliedCh is closed (and replaced) each time applied advances, so waiters need not poll.
+	appliedCh atomic.Pointer[chan struct{}]
+	log       *slog.Logger
 	// observe is set before raft starts and never changed; called on the FSM goroutine.
 	observe func(Effects)
 }
@@ -86,6 +95,8 @@ var (
 
 func newFSM(st *stateDB, log *slog.Logger, observe func(Effects)) (*FSM, error) {
 	f := &FSM{st: st, log: log, observe: observe}
+	ch := make(chan struct{})
+	f.appliedCh.Store(&ch)
 	if f.observe == nil {
 		f.observe = func(Effects) {}
 	}
@@ -170,13 +181,30 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		return out
 	}
 	f.applied.Store(last)
+	next := make(chan struct{})
+	close(*f.appliedCh.Swap(&next))
 	for _, fn := range ap.after {
 		fn()
 	}
-	if len(ap.eff.Due) > 0 || len(ap.eff.Endpoints) > 0 || len(ap.eff.MetaEvents) > 0 {
+	if len(ap.eff.Due) > 0 || len(ap.eff.Endpoints) > 0 || len(ap.eff.MetaEvents) > 0 || len(ap.eff.Heartbeats) > 0 || ap.eff.LiveChanged {
 		f.observe(ap.eff)
 	}
 	return out
+}
+
+// waitApplied blocks until the state has applied index or ctx ends.
+func (f *FSM) waitApplied(ctx context.Context, index uint64) error {
+	for {
+		ch := *f.appliedCh.Load()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("raftstore: waiting to apply index %d (at %d): %w", index, f.applied.Load(), ctx.Err())
+		}
+	}
 }
 
 // Snapshot makes the state durable up to the applied index, then captures it. Syncing here is what
@@ -275,6 +303,24 @@ func (a *applier) apply(c *Command) Result {
 		if err = decode(c, &r); err == nil {
 			err = a.metaResult(&r)
 		}
+	case CmdPutNode:
+		var n model.Node
+		if err = decode(c, &n); err == nil {
+			err = a.putNode(&n)
+		}
+	case CmdDeleteNode:
+		var d DeleteRef
+		if err = decode(c, &d); err == nil {
+			a.b.Delete(key(tagNode, d.ID), nil)
+			a.after = append(a.after, func() { a.cat.deleteNode(d.ID) })
+		}
+	case CmdSetLive:
+		var l SetLive
+		if err = decode(c, &l); err == nil {
+			a.setJSON(keyLive, &l)
+			a.after = append(a.after, func() { a.cat.setLive(l.Nodes) })
+			a.eff.LiveChanged = true
+		}
 	default:
 		err = fmt.Errorf("%w: unknown type %d", ErrBadCmd, c.Type)
 	}
@@ -332,6 +378,16 @@ func (a *applier) forEach(prefix []byte, fn func(k, v []byte) error) error {
 		}
 	}
 	return it.Error()
+}
+
+func (a *applier) putNode(n *model.Node) error {
+	if n.ID == "" {
+		return fmt.Errorf("%w: node without id", ErrBadCmd)
+	}
+	a.setJSON(key(tagNode, n.ID), n)
+	a.after = append(a.after, func() { a.cat.putNode(n) })
+	a.eff.Heartbeats = append(a.eff.Heartbeats, n.ID)
+	return nil
 }
 
 func (a *applier) putAPIKey(k *model.APIKey) error {

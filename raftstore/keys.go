@@ -10,7 +10,8 @@ import (
 // State DB key layout. Every key starts with a one-byte table tag; IDs are fixed-width (26 bytes) and
 // time-ordered, so "newest first" listings are reverse prefix scans and id ranges are time ranges.
 //
-//	'm' name                       meta (applied index)
+//	'm' name                       meta (applied index, live node set)
+//	'n' node-id                    cluster node                    -> model.Node JSON
 //	'K' sha256(key)                API key record                  -> model.APIKey JSON
 //	'P' pid                        project                         -> model.Project JSON
 //	'E' pid eid                    endpoint                        -> model.Endpoint JSON
@@ -29,6 +30,7 @@ import (
 //	'N' pid meta-uid               meta event                      -> model.MetaEvent JSON
 const (
 	tagMeta         = 'm'
+	tagNode         = 'n'
 	tagKey          = 'K'
 	tagProject      = 'P'
 	tagEndpoint     = 'E'
@@ -51,7 +53,10 @@ const (
 var projectTags = []byte{tagProject, tagEndpoint, tagSubscription, tagEvent, tagEventData, tagIdempotency,
 	tagDelivery, tagByEndpoint, tagByEvent, tagByStatus, tagByEPStatus, tagAttempt, tagHealth, tagMetaEvent}
 
-var keyApplied = []byte{tagMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
+var (
+	keyApplied = []byte{tagMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
+	keyLive    = []byte{tagMeta, 'l', 'i', 'v', 'e'}
+)
 
 func key(tag byte, parts ...string) []byte {
 	n := 1

@@ -225,7 +225,9 @@ func (p *proposer) complete() {
 			failAll(in.batch, fmt.Errorf("raftstore: entry %d applied without results", in.f.Index()))
 			continue
 		}
+		idx := in.f.Index()
 		for i, pr := range in.batch {
+			rs[i].Index = idx
 			pr.done <- proposalResult{res: rs[i], err: rs[i].Err}
 		}
 	}

@@ -409,3 +409,13 @@ func (s *Store) MetaEvents(pid string, limit int, pendingOnly bool) ([]*model.Me
 	})
 	return out, err
 }
+
+// Node returns a registered cluster node or nil.
+func (s *Store) Node(id string) *model.Node { return s.fsm.cat.Load().node(id) }
+
+// Nodes returns every registered node ordered by id.
+func (s *Store) Nodes() []*model.Node { return s.fsm.cat.Load().allNodes() }
+
+// LiveNodes returns the ids of the nodes taking part in dispatch, sorted (empty before the leader
+// first records them).
+func (s *Store) LiveNodes() []string { return s.fsm.cat.Load().liveNodes() }

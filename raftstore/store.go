@@ -46,6 +46,8 @@ type Config struct {
 	OnLeadership func(isLeader bool)
 	// Stats, when set, is where the proposer counts its work.
 	Stats *Stats
+	// Forwarder, when set, carries writes made on a follower to the leader.
+	Forwarder Forwarder
 }
 
 func (c *Config) setDefaults() error {
@@ -240,13 +242,27 @@ func (s *Store) barrier(ch <-chan bool) bool {
 	}
 }
 
-// Propose commits cmd through Raft and returns its result once applied on this node.
+// raftLeader spares forward.go the raft import.
+const raftLeader = raft.Leader
+
+// Propose commits cmd through Raft and returns its result once applied on this node. On a follower
+// the command is forwarded to the leader (Config.Forwarder) and Propose returns once this node has
+// applied it too.
 func (s *Store) Propose(ctx context.Context, cmd Command) (Result, error) {
 	if s.raft.State() != raft.Leader {
-		return Result{}, ErrNotLeader
+		return s.forward(ctx, &cmd)
 	}
 	return s.prop.propose(ctx, &cmd)
 }
+
+// LeaderID returns the current leader's node id ("" when unknown).
+func (s *Store) LeaderID() string {
+	_, id := s.raft.LeaderWithID()
+	return string(id)
+}
+
+// NodeID is this node's id.
+func (s *Store) NodeID() string { return s.cfg.NodeID }
 
 // WaitLeader blocks until this node leads and has applied everything committed before, or ctx ends.
 func (s *Store) WaitLeader(ctx context.Context) error {

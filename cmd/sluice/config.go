@@ -27,6 +27,10 @@ type serveConfig struct {
 	ShutdownTimeout time.Duration
 	Workers         int
 	Bootstrap       bool
+	Join            string
+	Region          string
+	AdvertiseHTTP   string
+	TrailingLogs    uint64
 	MetricsAddr     string
 	Pprof           bool
 	SMTP            smtpConfig
@@ -47,6 +51,10 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for in-flight work")
 	fs.IntVar(&c.Workers, "workers", 256, "global budget of concurrent delivery requests")
 	fs.BoolVar(&c.Bootstrap, "bootstrap", true, "with no Raft state yet, form a one-node cluster (false: wait to be added to one)")
+	fs.StringVar(&c.Join, "join", "", "HTTP address of any cluster member to join (implies --bootstrap=false)")
+	fs.StringVar(&c.Region, "region", "", "this node's region label (endpoints may pin a region)")
+	fs.StringVar(&c.AdvertiseHTTP, "advertise-http-addr", "", "HTTP address other nodes reach this one at (default: --http-addr)")
+	fs.Uint64Var(&c.TrailingLogs, "trailing-logs", 10240, "Raft entries kept behind a snapshot (a node further behind catches up by snapshot)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "optional separate listener for /metrics, /healthz, /readyz (and pprof)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on --metrics-addr (never on --http-addr)")
 	fs.StringVar(&c.SMTP.Addr, "smtp-addr", "", "SMTP server host:port for endpoint alert emails (empty: no email)")
@@ -81,6 +89,18 @@ func parseServe(args []string, c *serveConfig) error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("--log-format: %q is not text or json", c.LogFormat)
+	}
+	if c.Join != "" {
+		c.Bootstrap = false
+		if !strings.HasPrefix(c.Join, "http://") && !strings.HasPrefix(c.Join, "https://") {
+			c.Join = "http://" + c.Join
+		}
+	}
+	if c.AdvertiseHTTP == "" {
+		c.AdvertiseHTTP = c.HTTPAddr
+	}
+	if !c.Bootstrap && c.RootKey == "" {
+		return fmt.Errorf("a node joining a cluster needs the cluster's root key (--root-key or SLUICE_ROOT_KEY): nodes use it to call each other")
 	}
 	if c.Pprof && c.MetricsAddr == "" {
 		return fmt.Errorf("--pprof needs --metrics-addr: profiling is never served on the API listener")

@@ -13,6 +13,7 @@ func usage() {
 
 Usage:
   sluice serve [flags]     run a node (flags: sluice serve -h)
+  sluice cluster <cmd>     administer cluster membership (sluice cluster -h)
   sluice version           print the version
 `, version)
 }
@@ -26,6 +27,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(os.Args[2:])
+	case "cluster":
+		err = clusterCmd(os.Args[2:], os.Stdout)
 	case "version", "--version", "-v":
 		fmt.Println("sluice", version)
 	case "help", "-h", "--help":

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sluice-gw/sluice/api"
+	"github.com/sluice-gw/sluice/cluster"
 	"github.com/sluice-gw/sluice/dispatcher"
 	"github.com/sluice-gw/sluice/model"
 	"github.com/sluice-gw/sluice/netpool"
@@ -87,6 +90,10 @@ func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	engineDone := make(chan struct{})
 	go func() { defer close(engineDone); node.engine.Run(engineCtx) }()
 	defer func() { stopEngine(); <-engineDone }()
+	clusterCtx, stopCluster := context.WithCancel(context.Background())
+	clusterDone := make(chan struct{})
+	go func() { defer close(clusterDone); node.runCluster(clusterCtx) }()
+	defer func() { stopCluster(); <-clusterDone }()
 
 	if cfg.Bootstrap {
 		if err := node.ensureRootKey(ctx, cfg.RootKey); err != nil {
@@ -145,6 +152,7 @@ type node struct {
 	eng    atomic.Pointer[dispatcher.Engine]
 	series endpointSeries
 	mail   *mailer
+	member *cluster.Member
 }
 
 func parseIPs(list string) ([]netip.Addr, error) {
@@ -174,16 +182,33 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	if n.pool, err = netpool.New(pcfg); err != nil {
 		return nil, err
 	}
+	advRaft := cfg.AdvertiseRaft
+	if advRaft == "" {
+		advRaft = cfg.RaftAddr
+	}
+	n.member = cluster.New(cluster.Config{
+		Self: model.Node{ID: cfg.NodeID, RaftAddr: advRaft, HTTPAddr: cfg.AdvertiseHTTP, Region: cfg.Region,
+			EgressIPs: strings.FieldsFunc(cfg.EgressIPs, func(r rune) bool { return r == ',' || r == ' ' }), Version: version},
+		Key:    cfg.RootKey,
+		Logger: log,
+	})
 	st, err := raftstore.Open(raftstore.Config{
+		Forwarder:    n.member,
+		TrailingLogs: cfg.TrailingLogs,
 		Observe: func(e raftstore.Effects) {
+			if len(e.Heartbeats) > 0 {
+				n.member.ObserveHeartbeats(e.Heartbeats)
+			}
 			if eng := n.eng.Load(); eng != nil {
 				eng.Observe(e)
 			}
 		},
 		OnLeadership: func(leader bool) {
 			leaderChanges.Inc()
+			n.member.LeaderChanged(leader)
 			if eng := n.eng.Load(); eng != nil {
-				eng.SetActive(leader)
+				eng.SetLeader(leader)
+				eng.SetActive(n.member.Dispatching())
 			}
 		},
 		NodeID:            cfg.NodeID,
@@ -200,6 +225,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	n.store = st
+	n.member.Attach(st)
 	n.api = api.New(st, api.Config{MaxPayloadBytes: cfg.MaxPayloadBytes, Logger: log,
 		OnPublish: func(projectID string) { eventsIngested(projectID, "http").Inc() }})
 	dcfg := dispatcher.DefaultConfig()
@@ -211,13 +237,15 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		Logger:           log,
 		OnResult:         n.series.observeResult,
 		OnEndpointChange: n.endpointChanged,
+		Owns:             n.member.Owns,
 	}, st, n.pool)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	n.eng.Store(n.engine)
-	n.engine.SetActive(st.IsLeader() && st.Ready())
+	n.engine.SetLeader(st.IsLeader() && st.Ready())
+	n.engine.SetActive(n.member.Dispatching())
 	return n, nil
 }
 
@@ -228,7 +256,7 @@ func (n *node) endpointChanged(c raftstore.EndpointChange) {
 		n.series.drop(c.EndpointID)
 		return
 	}
-	if c.Status == model.EndpointDisabled {
+	if c.Status == model.EndpointDisabled && n.store.IsLeader() {
 		n.mail.endpointDisabled(n.store.Endpoint(c.ProjectID, c.EndpointID), c.Reason)
 	}
 }
@@ -265,9 +293,54 @@ func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
 
 func (n *node) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/api/", n.api.Handler())
+	mux.Handle("/api/", n.member.ConsistentReads(n.api.Handler()))
+	n.member.Register(mux, n.api)
 	n.addOps(mux)
 	return mux
+}
+
+// runCluster heartbeats, keeps this node's share of dispatch in step with the live set and its own
+// health, and joins a cluster when asked. It returns when ctx ends.
+func (n *node) runCluster(ctx context.Context) {
+	go n.member.Run(ctx)
+	if n.cfg.Join != "" {
+		go n.join(ctx)
+	}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.engine.SetActive(n.member.Dispatching())
+		}
+	}
+}
+
+// join asks the cluster (through any member) to add this node as a voter, until it is in.
+func (n *node) join(ctx context.Context) {
+	body, _ := json.Marshal(cluster.AddRequest{ID: n.cfg.NodeID, RaftAddr: n.member.Self().RaftAddr})
+	for attempt := 0; ; attempt++ {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, n.cfg.Join+"/api/v1/cluster/servers", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+n.cfg.RootKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				n.log.Info("joined cluster", "via", n.cfg.Join)
+				return
+			}
+			err = fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
+		}
+		n.log.Warn("join cluster: retrying", "via", n.cfg.Join, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // opsHandler serves the separate --metrics-addr listener, with pprof when enabled.
