@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 
+	"github.com/sluice-gw/sluice/dispatcher"
 	"github.com/sluice-gw/sluice/model"
 	"github.com/sluice-gw/sluice/raftstore"
 )
@@ -52,6 +54,15 @@ func (in *projectInput) apply(p *model.Project) error {
 			if t != model.MetaEndpointDisabled && t != model.MetaDeliveryFailed {
 				return errf(http.StatusBadRequest, "config.meta_event.event_types: %q is not %q or %q", t, model.MetaEndpointDisabled, model.MetaDeliveryFailed)
 			}
+		}
+	}
+	if sig := p.Config.Signature; sig != nil {
+		dc := dispatcher.SignatureConfig{Header: sig.Header}
+		for _, v := range sig.Versions {
+			dc.Versions = append(dc.Versions, dispatcher.SignatureVersion{Hash: v.Hash, Encoding: v.Encoding})
+		}
+		if err := dc.Validate(); err != nil {
+			return errf(http.StatusBadRequest, "config.signature: %v", err)
 		}
 	}
 	if p.Config.DisableEndpointAfter < 0 {
@@ -151,6 +162,10 @@ type endpointInput struct {
 	Headers           map[string]string    `json:"headers"`
 	EgressPool        *string              `json:"egress_pool"`
 	Region            *string              `json:"region"`
+	SignatureScheme   *string              `json:"signature_scheme"`
+	AdvancedSigs      *bool                `json:"advanced_signatures"`
+	Authentication    *model.EndpointAuth  `json:"authentication"`
+	TLS               *model.EndpointTLS   `json:"tls"`
 }
 
 const maxHTTPTimeoutSeconds = 300
@@ -217,19 +232,209 @@ func (in *endpointInput) apply(e *model.Endpoint, create bool) error {
 			return err
 		}
 	}
+	if in.SignatureScheme != nil {
+		e.SignatureScheme = strings.TrimSpace(*in.SignatureScheme)
+	}
+	if in.AdvancedSigs != nil {
+		e.AdvancedSignatures = *in.AdvancedSigs
+	}
+	if err := dispatcher.ValidateScheme(e.SignatureScheme); err != nil {
+		return errf(http.StatusBadRequest, "signature_scheme: %v", err)
+	}
+	if in.Authentication != nil {
+		if in.Authentication.Type == "" {
+			e.Authentication = nil // {"type": ""} removes it
+		} else {
+			e.Authentication = in.Authentication
+		}
+	}
+	if e.Authentication != nil {
+		if err := dispatcherAuth(e.Authentication).Validate(); err != nil {
+			return errf(http.StatusBadRequest, "authentication: %v", err)
+		}
+	}
+	if in.TLS != nil {
+		if in.TLS.ClientCert == "" && in.TLS.ClientKey == "" && in.TLS.CACert == "" {
+			e.TLS = nil
+		} else {
+			e.TLS = in.TLS
+		}
+	}
+	if e.TLS != nil {
+		if err := (&dispatcher.ClientTLS{CertPEM: e.TLS.ClientCert, KeyPEM: e.TLS.ClientKey, CAPEM: e.TLS.CACert}).Validate(); err != nil {
+			return errf(http.StatusBadRequest, "tls: %v", err)
+		}
+	}
+	scheme := effectiveScheme(e)
 	if in.Secret != nil {
 		sec := strings.TrimSpace(*in.Secret)
 		if sec == "" {
 			return errf(http.StatusBadRequest, "secret: must not be empty (omit it to have one generated)")
 		}
 		if len(e.Secrets) > 0 {
-			return errf(http.StatusBadRequest, "secret: cannot be changed by an update")
+			return errf(http.StatusBadRequest, "secret: cannot be changed by an update; rotate it with expire_secret")
 		}
-		e.Secrets = []model.Secret{{UID: model.NewID(e.UpdatedAt), Value: sec, CreatedAt: e.UpdatedAt}}
+		sc, err := newSecretFor(scheme, sec, e.UpdatedAt)
+		if err != nil {
+			return err
+		}
+		e.Secrets = []model.Secret{sc}
+	}
+	if len(e.Secrets) > 0 && !secretsFit(scheme, e.Secrets) {
+		// The scheme changed to one whose key format the old secrets do not have (e.g. to
+		// standard, which needs whsec_): they cannot sign any more, so a fresh one replaces them.
+		e.Secrets = nil
 	}
 	if len(e.Secrets) == 0 {
-		e.Secrets = []model.Secret{{UID: model.NewID(e.UpdatedAt), Value: newSecret(), CreatedAt: e.UpdatedAt}}
+		sc, err := newSecretFor(scheme, "", e.UpdatedAt)
+		if err != nil {
+			return err
+		}
+		e.Secrets = []model.Secret{sc}
 	}
+	return nil
+}
+
+// effectiveScheme is the endpoint's signature scheme, honouring Convoy's advanced_signatures flag.
+func effectiveScheme(e *model.Endpoint) string {
+	if e.SignatureScheme == "" && e.AdvancedSignatures {
+		return dispatcher.SchemeAdvanced
+	}
+	if e.SignatureScheme == "" {
+		return dispatcher.SchemeSimple
+	}
+	return e.SignatureScheme
+}
+
+func dispatcherAuth(a *model.EndpointAuth) *dispatcher.Auth {
+	out := &dispatcher.Auth{Type: a.Type}
+	if a.APIKey != nil {
+		out.HeaderName, out.HeaderValue = a.APIKey.HeaderName, a.APIKey.HeaderValue
+	}
+	if a.BasicAuth != nil {
+		out.Username, out.Password = a.BasicAuth.Username, a.BasicAuth.Password
+	}
+	return out
+}
+
+// newSecretFor validates value (or generates one when empty) in the key format scheme needs.
+func newSecretFor(scheme, value string, now time.Time) (model.Secret, error) {
+	sc := model.Secret{UID: model.NewID(now), CreatedAt: now}
+	var err error
+	switch {
+	case value != "":
+		sc.Value = value
+	case scheme == dispatcher.SchemeStandard:
+		sc.Value, err = dispatcher.GenerateStandardSecret()
+	case scheme == dispatcher.SchemeStandardEd25519:
+		sc.Value, sc.PublicKey, err = dispatcher.GenerateEd25519Key()
+	default:
+		sc.Value = newSecret()
+	}
+	if err != nil {
+		return sc, err
+	}
+	if err := dispatcher.ValidateSecret(scheme, sc.Value); err != nil {
+		return sc, errf(http.StatusBadRequest, "secret: %v", err)
+	}
+	if scheme == dispatcher.SchemeStandardEd25519 && sc.PublicKey == "" {
+		if sc.PublicKey, err = dispatcher.Ed25519PublicKey(sc.Value); err != nil {
+			return sc, errf(http.StatusBadRequest, "secret: %v", err)
+		}
+	}
+	return sc, nil
+}
+
+func secretsFit(scheme string, ss []model.Secret) bool {
+	for _, sc := range ss {
+		if dispatcher.ValidateSecret(scheme, sc.Value) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// publicEndpoint is what the API shows of an endpoint: credentials it was given (mTLS key, basic
+// auth password, API-key value, ed25519 private keys) are never returned after creation.
+func publicEndpoint(e *model.Endpoint) *model.Endpoint {
+	out := *e
+	if e.TLS != nil {
+		t := *e.TLS
+		if t.ClientKey != "" {
+			t.ClientKey = dispatcher.Redacted
+		}
+		out.TLS = &t
+	}
+	if a := e.Authentication; a != nil {
+		c := *a
+		if a.APIKey != nil {
+			k := *a.APIKey
+			k.HeaderValue = dispatcher.Redacted
+			c.APIKey = &k
+		}
+		if a.BasicAuth != nil {
+			b := *a.BasicAuth
+			b.Password = dispatcher.Redacted
+			c.BasicAuth = &b
+		}
+		out.Authentication = &c
+	}
+	out.Secrets = make([]model.Secret, len(e.Secrets))
+	for i, sc := range e.Secrets {
+		if sc.PublicKey != "" {
+			sc.Value = ""
+		}
+		out.Secrets[i] = sc
+	}
+	return &out
+}
+
+// expireSecret rotates an endpoint's secret: a new one (given or generated) is added and the live
+// ones expire after `expiration` hours, so receivers see signatures with both until then.
+func (s *Server) expireSecret(w http.ResponseWriter, r *http.Request, a *access) error {
+	cur, err := s.endpoint(r, a)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Secret     string `json:"secret"`
+		Expiration *int   `json:"expiration"`
+	}
+	if r.ContentLength != 0 {
+		if err := s.decodeBody(w, r, &in); err != nil {
+			return err
+		}
+	}
+	hours := 0
+	if in.Expiration != nil {
+		hours = *in.Expiration
+	}
+	if hours < 0 || hours > 24*30 {
+		return errf(http.StatusBadRequest, "expiration: hours must be between 0 and 720")
+	}
+	now := s.clock.Now().UTC()
+	e := *cur
+	e.UpdatedAt = now
+	sc, err := newSecretFor(effectiveScheme(&e), strings.TrimSpace(in.Secret), now)
+	if err != nil {
+		return err
+	}
+	until := now.Add(time.Duration(hours) * time.Hour)
+	var keep []model.Secret
+	for _, old := range e.Secrets {
+		if old.ExpiresAt != nil && !old.ExpiresAt.After(now) {
+			continue // already expired: drop it
+		}
+		if old.ExpiresAt == nil || old.ExpiresAt.After(until) {
+			old.ExpiresAt = &until
+		}
+		keep = append(keep, old)
+	}
+	e.Secrets = append(keep, sc)
+	if _, err := s.propose(r, raftstore.CmdPutEndpoint, raftstore.PutEndpoint{Endpoint: e}, nil); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, "Endpoint secret rotated", publicEndpoint(&e))
 	return nil
 }
 
@@ -300,7 +505,7 @@ func (s *Server) createEndpoint(w http.ResponseWriter, r *http.Request, a *acces
 	if _, err := s.propose(r, raftstore.CmdPutEndpoint, raftstore.PutEndpoint{Endpoint: e, Create: true}, nil); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, "Endpoint created successfully", &e)
+	writeJSON(w, http.StatusCreated, "Endpoint created successfully", publicEndpoint(&e))
 	return nil
 }
 
@@ -327,7 +532,7 @@ func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request, a *access
 		if search != "" && !strings.Contains(strings.ToLower(e.Name), search) && !strings.Contains(strings.ToLower(e.URL), search) {
 			continue
 		}
-		out = append(out, e)
+		out = append(out, publicEndpoint(e))
 	}
 	writeJSON(w, http.StatusOK, "Endpoints fetched successfully", pageData{Content: out, Pagination: pagination{PerPage: len(out)}})
 	return nil
@@ -344,7 +549,7 @@ func (s *Server) getEndpoint(w http.ResponseWriter, r *http.Request, a *access) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, "Endpoint fetched successfully", endpointOut{Endpoint: e, Health: s.st.EndpointHealth(e.ProjectID, e.UID)})
+	writeJSON(w, http.StatusOK, "Endpoint fetched successfully", endpointOut{Endpoint: publicEndpoint(e), Health: s.st.EndpointHealth(e.ProjectID, e.UID)})
 	return nil
 }
 
@@ -390,7 +595,7 @@ func (s *Server) updateEndpoint(w http.ResponseWriter, r *http.Request, a *acces
 	if _, err := s.propose(r, raftstore.CmdPutEndpoint, raftstore.PutEndpoint{Endpoint: e}, nil); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, "Endpoint updated successfully", &e)
+	writeJSON(w, http.StatusAccepted, "Endpoint updated successfully", publicEndpoint(&e))
 	return nil
 }
 
@@ -406,7 +611,7 @@ func (s *Server) setEndpointStatus(w http.ResponseWriter, r *http.Request, a *ac
 			return err
 		}
 	}
-	writeJSON(w, http.StatusAccepted, "Endpoint status updated successfully", &e)
+	writeJSON(w, http.StatusAccepted, "Endpoint status updated successfully", publicEndpoint(&e))
 	return nil
 }
 

@@ -84,6 +84,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("DELETE "+p+"/endpoints/{endpointID}", proj(s.deleteEndpoint))
 	s.mux.HandleFunc("PUT "+p+"/endpoints/{endpointID}/pause", proj(s.pauseEndpoint))
 	s.mux.HandleFunc("POST "+p+"/endpoints/{endpointID}/activate", proj(s.activateEndpoint))
+	s.mux.HandleFunc("PUT "+p+"/endpoints/{endpointID}/expire_secret", proj(s.expireSecret))
 
 	s.mux.HandleFunc("POST "+p+"/subscriptions", proj(s.createSubscription))
 	s.mux.HandleFunc("GET "+p+"/subscriptions", proj(s.listSubscriptions))

@@ -307,7 +307,7 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 		Attempt:   d.Attempts + 1,
 		Body:      ev.Data,
 		Headers:   toHeader(ev.Headers),
-		Endpoint:  endpointOf(ep, proj, e.clock.Now()),
+		Endpoint:  endpointOf(ep, proj),
 	}
 	return job, nil
 }
@@ -324,7 +324,7 @@ func toHeader(m map[string]string) http.Header {
 }
 
 // endpointOf turns the stored endpoint (with its project's defaults) into what a lane needs.
-func endpointOf(ep *model.Endpoint, proj *model.Project, now time.Time) Endpoint {
+func endpointOf(ep *model.Endpoint, proj *model.Project) Endpoint {
 	out := Endpoint{
 		ID:                ep.UID,
 		ProjectID:         ep.ProjectID,
@@ -335,13 +335,36 @@ func endpointOf(ep *model.Endpoint, proj *model.Project, now time.Time) Endpoint
 		Headers:           toHeader(ep.Headers),
 		EgressPool:        ep.EgressPool,
 	}
-	// The newest secret that has not expired signs.
-	for i := len(ep.Secrets) - 1; i >= 0; i-- {
-		s := ep.Secrets[i]
-		if s.ExpiresAt == nil || s.ExpiresAt.After(now) {
-			out.Secret = s.Value
-			break
+	// Every secret goes to the signer, expired ones too: it signs with those live at the attempt and
+	// refuses to send unsigned when none is (dropping them here would look like "no secret").
+	out.SignatureScheme = ep.SignatureScheme
+	if out.SignatureScheme == "" && ep.AdvancedSignatures {
+		out.SignatureScheme = SchemeAdvanced
+	}
+	for _, s := range ep.Secrets {
+		k := SecretKey{Value: s.Value}
+		if s.ExpiresAt != nil {
+			k.ExpiresAt = *s.ExpiresAt
 		}
+		out.Secrets = append(out.Secrets, k)
+	}
+	if proj != nil && proj.Config.Signature != nil {
+		out.Signature.Header = proj.Config.Signature.Header
+		for _, v := range proj.Config.Signature.Versions {
+			out.Signature.Versions = append(out.Signature.Versions, SignatureVersion{Hash: v.Hash, Encoding: v.Encoding})
+		}
+	}
+	if a := ep.Authentication; a != nil {
+		out.Auth = &Auth{Type: a.Type}
+		if a.APIKey != nil {
+			out.Auth.HeaderName, out.Auth.HeaderValue = a.APIKey.HeaderName, a.APIKey.HeaderValue
+		}
+		if a.BasicAuth != nil {
+			out.Auth.Username, out.Auth.Password = a.BasicAuth.Username, a.BasicAuth.Password
+		}
+	}
+	if t := ep.TLS; t != nil {
+		out.TLS = &ClientTLS{CertPEM: t.ClientCert, KeyPEM: t.ClientKey, CAPEM: t.CACert}
 	}
 	strategy := ep.Strategy
 	if strategy == nil && proj != nil {

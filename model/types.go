@@ -132,9 +132,44 @@ type EndpointHealth struct {
 	LastAttemptAt       *time.Time `json:"last_attempt_at,omitempty"`
 }
 
-// SignatureConfig names the simple signature header.
+// SignatureConfig is a project's signature settings: the header of simple and advanced signatures
+// (default X-Sluice-Signature) and the advanced scheme's versions (index+1 is the version number).
 type SignatureConfig struct {
-	Header string `json:"header,omitempty"`
+	Header   string             `json:"header,omitempty"`
+	Versions []SignatureVersion `json:"versions,omitempty"`
+}
+
+// SignatureVersion is one signature version: hash SHA256 or SHA512, encoding hex or base64.
+type SignatureVersion struct {
+	Hash     string `json:"hash"`
+	Encoding string `json:"encoding"`
+}
+
+// EndpointAuth is how Sluice authenticates to an endpoint: an API-key header or HTTP basic auth.
+type EndpointAuth struct {
+	Type      string          `json:"type"` // api_key | basic_auth
+	APIKey    *AuthAPIKey     `json:"api_key,omitempty"`
+	BasicAuth *AuthBasicCreds `json:"basic_auth,omitempty"`
+}
+
+// AuthAPIKey sends HeaderValue in HeaderName.
+type AuthAPIKey struct {
+	HeaderName  string `json:"header_name"`
+	HeaderValue string `json:"header_value"`
+}
+
+// AuthBasicCreds is HTTP basic auth.
+type AuthBasicCreds struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// EndpointTLS is an endpoint's client certificate and key (PEM) for mTLS, and an optional CA bundle
+// to verify the server with instead of the system roots.
+type EndpointTLS struct {
+	ClientCert string `json:"client_cert,omitempty"`
+	ClientKey  string `json:"client_key,omitempty"`
+	CACert     string `json:"ca_cert,omitempty"`
 }
 
 // RetryStrategy is a retry policy as the API speaks it (Convoy's shape): Duration in seconds.
@@ -151,10 +186,13 @@ type RateLimit struct {
 	Duration int `json:"duration"`
 }
 
-// Secret is one endpoint signing secret; during a rotation an endpoint has several live ones.
+// Secret is one endpoint signing secret; during a rotation an endpoint has several live ones. For
+// standard-ed25519 Value is the private whsk_ key (never shown) and PublicKey the whpk_ key receivers
+// verify with.
 type Secret struct {
 	UID       string     `json:"uid"`
-	Value     string     `json:"value"`
+	Value     string     `json:"value,omitempty"`
+	PublicKey string     `json:"public_key,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 }
@@ -179,9 +217,15 @@ type Endpoint struct {
 	Headers           map[string]string `json:"headers,omitempty"`
 	EgressPool        string            `json:"egress_pool,omitempty"`
 	// Region pins delivery to nodes of this region (empty: any node).
-	Region    string    `json:"region,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Region string `json:"region,omitempty"`
+	// SignatureScheme is simple (default), advanced, standard or standard-ed25519;
+	// AdvancedSignatures (Convoy's flag) selects advanced when no scheme is named.
+	SignatureScheme    string        `json:"signature_scheme,omitempty"`
+	AdvancedSignatures bool          `json:"advanced_signatures,omitempty"`
+	Authentication     *EndpointAuth `json:"authentication,omitempty"`
+	TLS                *EndpointTLS  `json:"tls,omitempty"`
+	CreatedAt          time.Time     `json:"created_at"`
+	UpdatedAt          time.Time     `json:"updated_at"`
 }
 
 // Node is one Sluice process in the cluster, as it registered itself.

@@ -8,7 +8,7 @@ command -v promtool >/dev/null || { echo "promtool not installed (Debian package
 dir=$(mktemp -d)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 http="127.0.0.1:$(port)"; raft="127.0.0.1:$(port)"
-./bin/sluice serve --data-dir "$dir/data" --http-addr "$http" --raft-addr "$raft" --root-key sk_ci_metrics \
+./bin/sluice serve --data-dir "$dir/data" --http-addr "$http" --raft-addr "$raft" --root-key sk_ci_metrics --egress-allow-cidrs 127.0.0.0/8 \
   --log-level warn >"$dir/log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT

@@ -21,6 +21,8 @@ type serveConfig struct {
 	RootKey         string
 	MaxPayloadBytes int64
 	EgressIPs       string
+	EgressAllow     string
+	EgressProxy     string
 	LogFormat       string
 	LogLevel        string
 	SnapshotEvery   uint64
@@ -45,6 +47,8 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RootKey, "root-key", "", "root API key (default: generated on first start and printed once)")
 	fs.Int64Var(&c.MaxPayloadBytes, "max-payload-bytes", 1<<20, "largest accepted request body in bytes (413 above)")
 	fs.StringVar(&c.EgressIPs, "egress-ips", "", "comma-separated local IPs deliveries leave from (default: the system's choice)")
+	fs.StringVar(&c.EgressAllow, "egress-allow-cidrs", "", "comma-separated CIDRs deliveries may reach although private/loopback (the SSRF guard refuses those by default)")
+	fs.StringVar(&c.EgressProxy, "egress-proxy", "", "HTTP CONNECT proxy URL all deliveries go through (another way to a static egress IP)")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Uint64Var(&c.SnapshotEvery, "snapshot-threshold", 8192, "Raft entries between snapshots")

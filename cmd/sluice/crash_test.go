@@ -55,12 +55,21 @@ type proc struct {
 	logs *bytes.Buffer
 }
 
-// startRaw starts sluice serve and returns without waiting for readiness.
+// startRaw starts sluice serve (deliveries to 127.0.0.0/8 allowed) without waiting for readiness.
 func startRaw(t *testing.T, dataDir, httpAddr, raftAddr string, extra ...string) *proc {
 	t.Helper()
+	return startRawArgs(t, dataDir, httpAddr, raftAddr, true, extra...)
+}
+
+func startRawArgs(t *testing.T, dataDir, httpAddr, raftAddr string, allowLoopback bool, extra ...string) *proc {
+	t.Helper()
 	key := "sk_test_root_key"
-	args := append([]string{"serve", "--data-dir", dataDir, "--http-addr", httpAddr, "--raft-addr", raftAddr,
-		"--root-key", key, "--log-level", "warn"}, extra...)
+	args := []string{"serve", "--data-dir", dataDir, "--http-addr", httpAddr, "--raft-addr", raftAddr,
+		"--root-key", key, "--log-level", "warn"}
+	if allowLoopback {
+		args = append(args, "--egress-allow-cidrs", "127.0.0.0/8")
+	}
+	args = append(args, extra...)
 	cmd := exec.Command(binPath, args...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -74,7 +83,12 @@ func startRaw(t *testing.T, dataDir, httpAddr, raftAddr string, extra ...string)
 
 func startProc(t *testing.T, dataDir, httpAddr, raftAddr string, extra ...string) *proc {
 	t.Helper()
-	p := startRaw(t, dataDir, httpAddr, raftAddr, extra...)
+	return startProcArgs(t, dataDir, httpAddr, raftAddr, true, extra...)
+}
+
+func startProcArgs(t *testing.T, dataDir, httpAddr, raftAddr string, allowLoopback bool, extra ...string) *proc {
+	t.Helper()
+	p := startRawArgs(t, dataDir, httpAddr, raftAddr, allowLoopback, extra...)
 	logs := p.logs
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -178,6 +179,26 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	}
 	pcfg := netpool.DefaultConfig()
 	pcfg.EgressIPs = ips
+	// The SSRF guard is always on: deliveries to loopback, private, link-local, multicast and other
+	// non-public addresses are refused at dial time unless an allowed CIDR opens them.
+	pcfg.BlockPrivate = true
+	for _, c := range strings.Split(cfg.EgressAllow, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("--egress-allow-cidrs: %q is not a CIDR (e.g. 127.0.0.0/8)", c)
+		}
+		pcfg.AllowCIDRs = append(pcfg.AllowCIDRs, p)
+	}
+	if cfg.EgressProxy != "" {
+		u, err := url.Parse(cfg.EgressProxy)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("--egress-proxy: %q is not an http(s) proxy URL", cfg.EgressProxy)
+		}
+		pcfg.Proxy = u
+	}
 	pcfg.UserAgent = "Sluice/" + version
 	if n.pool, err = netpool.New(pcfg); err != nil {
 		return nil, err
