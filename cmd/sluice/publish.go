@@ -55,6 +55,9 @@ func publishCmd(args []string) error {
 	compress := fs.Bool("compress", false, "S2-compress frames")
 	maxLine := fs.Int("max-line-bytes", 8<<20, "longest accepted input line")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if fs.NArg() > 1 {
