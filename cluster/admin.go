@@ -220,10 +220,14 @@ func (m *Member) toLeader(w http.ResponseWriter, r *http.Request) {
 	p.ServeHTTP(w, r)
 }
 
-// ConsistentReads wraps the API: a GET with ?consistent=true on a follower is answered by the leader.
-func (m *Member) ConsistentReads(next http.Handler) http.Handler {
+// LeaderWrites wraps the API on every node: on a follower, writes (any method but GET and HEAD) and
+// GETs with ?consistent=true are proxied to the leader and its answer returned, so validation sees
+// the latest state and the client never has to find the leader itself. Other reads are served
+// from the local state.
+func (m *Member) LeaderWrites(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && r.URL.Query().Get("consistent") == "true" && !m.st.IsLeader() {
+		read := r.Method == http.MethodGet || r.Method == http.MethodHead
+		if !m.st.IsLeader() && (!read || r.URL.Query().Get("consistent") == "true") {
 			m.toLeader(w, r)
 			return
 		}

@@ -36,9 +36,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) string {
+func freePort(t *testing.T) string { return freePortOn(t, "127.0.0.1") }
+
+// freePortOn returns host:port with a port free on host (127.0.0.2 and 127.0.0.3 stand for other hosts).
+func freePortOn(t *testing.T, host string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", host+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +55,23 @@ type proc struct {
 	cmd  *exec.Cmd
 	api  string
 	key  string
+	mu   sync.Mutex // guards logs, written by the process's output copier
 	logs *bytes.Buffer
+}
+
+// lockedWriter lets the test read a process's output while exec copies into it.
+type lockedWriter struct{ p *proc }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.logs.Write(b)
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
 }
 
 // startRaw starts sluice serve (deliveries to 127.0.0.0/8 allowed) without waiting for readiness.
@@ -71,12 +90,11 @@ func startRawArgs(t *testing.T, dataDir, httpAddr, raftAddr string, allowLoopbac
 	}
 	args = append(args, extra...)
 	cmd := exec.Command(binPath, args...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	p := &proc{t: t, cmd: cmd, api: "http://" + httpAddr + "/api/v1", key: key, logs: &bytes.Buffer{}}
+	cmd.Stdout, cmd.Stderr = lockedWriter{p}, lockedWriter{p}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, cmd: cmd, api: "http://" + httpAddr + "/api/v1", key: key, logs: &logs}
 	t.Cleanup(func() { p.kill() })
 	return p
 }
@@ -89,7 +107,6 @@ func startProc(t *testing.T, dataDir, httpAddr, raftAddr string, extra ...string
 func startProcArgs(t *testing.T, dataDir, httpAddr, raftAddr string, allowLoopback bool, extra ...string) *proc {
 	t.Helper()
 	p := startRawArgs(t, dataDir, httpAddr, raftAddr, allowLoopback, extra...)
-	logs := p.logs
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + httpAddr + "/readyz")
@@ -103,7 +120,7 @@ func startProcArgs(t *testing.T, dataDir, httpAddr, raftAddr string, allowLoopba
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sluice did not become ready: %s", logs.String())
+			t.Fatalf("sluice did not become ready: %s", p.output())
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}

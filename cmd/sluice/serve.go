@@ -314,7 +314,7 @@ func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
 
 func (n *node) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/api/", n.member.ConsistentReads(n.api.Handler()))
+	mux.Handle("/api/", n.member.LeaderWrites(n.api.Handler()))
 	n.member.Register(mux, n.api)
 	n.addOps(mux)
 	return mux

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-gw/sluice/cluster"
+)
+
+// clusterNode is one of the test's sluice processes.
+type clusterNode struct {
+	id, host, httpAddr, raftAddr, dataDir string
+	p                                     *proc
+}
+
+func (n *clusterNode) start(t *testing.T, extra ...string) {
+	t.Helper()
+	args := append([]string{"--node-id", n.id, "--egress-ips", n.host, "--snapshot-threshold", "256", "--trailing-logs", "64"}, extra...)
+	n.p = startRaw(t, n.dataDir, n.httpAddr, n.raftAddr, args...)
+}
+
+func newClusterNode(t *testing.T, id, host string) *clusterNode {
+	return &clusterNode{id: id, host: host, httpAddr: freePortOn(t, host), raftAddr: freePortOn(t, host), dataDir: t.TempDir()}
+}
+
+func cli(t *testing.T, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(binPath, append([]string{"cluster"}, args...)...)
+	cmd.Env = append(cmd.Environ(), "SLUICE_ROOT_KEY=sk_test_root_key")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sluice cluster %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+func list(t *testing.T, addr string) []cluster.ServerInfo {
+	t.Helper()
+	srvs, err := tryList(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srvs
+}
+
+// tryList is list for polling a node that may not be up yet.
+func tryList(addr string) ([]cluster.ServerInfo, error) {
+	cmd := exec.Command(binPath, "cluster", "list", "--json", "--addr", addr)
+	cmd.Env = append(cmd.Environ(), "SLUICE_ROOT_KEY=sk_test_root_key")
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, err
+	}
+	var srvs []cluster.ServerInfo
+	return srvs, json.Unmarshal(out, &srvs)
+}
+
+func leaderOf(srvs []cluster.ServerInfo) string {
+	for _, s := range srvs {
+		if s.Leader {
+			return s.ID
+		}
+	}
+	return ""
+}
+
+func TestThreeNodeClusterSurvivesLosingItsLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three processes")
+	}
+	nodes := []*clusterNode{newClusterNode(t, "n1", "127.0.0.1"), newClusterNode(t, "n2", "127.0.0.2"), newClusterNode(t, "n3", "127.0.0.3")}
+	nodes[0].start(t)
+	nodes[1].start(t, "--bootstrap=false")
+	nodes[2].start(t, "--bootstrap=false")
+	waitFor(t, "n1 ready", func() bool { return nodes[0].p.call("GET", "/projects", nil, nil) == 200 })
+
+	// Form the cluster with the CLI only.
+	cli(t, "add", "--id", "n2", "--raft-addr", nodes[1].raftAddr, "--addr", nodes[0].httpAddr)
+	cli(t, "add", "--id", "n3", "--raft-addr", nodes[2].raftAddr, "--addr", nodes[0].httpAddr)
+	waitFor(t, "three live voters, one leader", func() bool {
+		srvs := list(t, nodes[1].httpAddr)
+		voters, leaders, live := 0, 0, 0
+		for _, s := range srvs {
+			if s.Voter {
+				voters++
+			}
+			if s.Leader {
+				leaders++
+			}
+			if s.Live {
+				live++
+			}
+		}
+		return voters == 3 && leaders == 1 && live == 3
+	})
+	byID := map[string]*clusterNode{}
+	for _, n := range nodes {
+		byID[n.id] = n
+	}
+
+	var delivered sync.Map // event id -> deliveries seen
+	var dupes atomic.Int64
+	seenDelivery := sync.Map{}
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, loaded := seenDelivery.LoadOrStore(r.Header.Get("X-Sluice-Delivery-Id"), true); loaded {
+			dupes.Add(1)
+		}
+		delivered.Store(r.Header.Get("X-Sluice-Event-Id"), true)
+	}))
+	defer sink.Close()
+
+	var proj, ep struct{ UID string }
+	if c := nodes[2].p.call("POST", "/projects", map[string]any{"name": "ha"}, &proj); c != 201 {
+		t.Fatalf("create project through a follower: %d", c)
+	}
+	if c := nodes[1].p.call("POST", "/projects/"+proj.UID+"/endpoints", map[string]any{"url": sink.URL}, &ep); c != 201 {
+		t.Fatalf("create endpoint: %d", c)
+	}
+
+	// Publish continuously to all three nodes.
+	var (
+		mu       sync.Mutex
+		acked    []string
+		lastFail atomic.Int64
+		dead     atomic.Value // id of the killed node
+	)
+	dead.Store("")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for c := 0; c < 3; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for i := 0; i < 100000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n := nodes[(c+i)%3]
+				if n.id == dead.Load().(string) {
+					continue
+				}
+				var ev struct{ UID string }
+				code := n.p.call("POST", "/projects/"+proj.UID+"/events", map[string]any{
+					"endpoint_id": ep.UID, "event_type": "order.paid", "data": map[string]int{"c": c, "i": i},
+					"idempotency_key": fmt.Sprintf("c%d-%d", c, i)}, &ev)
+				if code == 201 {
+					mu.Lock()
+					acked = append(acked, ev.UID)
+					mu.Unlock()
+				} else {
+					lastFail.Store(time.Now().UnixNano())
+				}
+			}
+		}(c)
+	}
+	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	waitFor(t, "publishing under way", func() bool { return ackedCount() >= 200 })
+
+	leader := byID[leaderOf(list(t, nodes[0].httpAddr))]
+	before := ackedCount()
+	killedAt := time.Now()
+	dead.Store(leader.id)
+	leader.p.kill()
+	// Failover: publishing resumes on the survivors.
+	waitFor(t, "publishes acknowledged again after the leader died", func() bool {
+		return ackedCount() > before+50 && lastFail.Load() < time.Now().Add(-500*time.Millisecond).UnixNano()
+	})
+	resumed := time.Unix(0, lastFail.Load())
+	if resumed.Before(killedAt) {
+		resumed = killedAt
+	}
+	t.Logf("leader %s killed; last failed publish %v after the kill", leader.id, resumed.Sub(killedAt).Round(time.Millisecond))
+	close(stop)
+	wg.Wait()
+
+	mu.Lock()
+	all := append([]string(nil), acked...)
+	mu.Unlock()
+	waitFor(t, "every acknowledged event delivered", func() bool {
+		for _, id := range all {
+			if _, ok := delivered.Load(id); !ok {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("%d events acknowledged, all delivered at least once; %d duplicate deliveries", len(all), dupes.Load())
+
+	// The killed node restarts, catches up and rejoins as a follower.
+	leader.start(t, "--bootstrap=false")
+	waitFor(t, "restarted node caught up", func() bool {
+		srvs, err := tryList(leader.httpAddr)
+		if err != nil {
+			return false
+		}
+		var max, mine uint64
+		ok := false
+		for _, s := range srvs {
+			if s.AppliedIndex > max {
+				max = s.AppliedIndex
+			}
+			if s.ID == leader.id {
+				mine, ok = s.AppliedIndex, !s.Leader && s.Live
+			}
+		}
+		return ok && mine+5 >= max
+	})
+	for _, id := range all[:10] {
+		if c := leader.p.call("GET", "/projects/"+proj.UID+"/events/"+id, nil, nil); c != 200 {
+			t.Fatalf("rejoined node lacks acknowledged event %s: %d", id, c)
+		}
+	}
+
+	// Replace a follower with a fresh node: far behind a truncated log, it catches up by snapshot.
+	cur := ""
+	waitFor(t, "a known leader", func() bool {
+		srvs, err := tryList(nodes[0].httpAddr)
+		cur = leaderOf(srvs)
+		return err == nil && byID[cur] != nil
+	})
+	var victim *clusterNode
+	for _, n := range nodes {
+		if n.id != cur {
+			victim = n
+			break
+		}
+	}
+	cli(t, "snapshot", "--addr", byID[cur].httpAddr)
+	cli(t, "remove", victim.id, "--addr", byID[cur].httpAddr)
+	victim.p.kill()
+	fresh := newClusterNode(t, "n4", victim.host)
+	fresh.start(t, "--join", byID[cur].httpAddr, "--log-level", "info")
+	waitFor(t, "fresh node holds the acknowledged events", func() bool {
+		for _, id := range []string{all[0], all[len(all)/2], all[len(all)-1]} {
+			if fresh.p.call("GET", "/projects/"+proj.UID+"/events/"+id, nil, nil) != 200 {
+				return false
+			}
+		}
+		return true
+	})
+	if !strings.Contains(fresh.p.output(), "state restored from snapshot") {
+		t.Fatalf("the fresh node did not catch up by snapshot install:\n%s", fresh.p.output())
+	}
+	srvs := list(t, fresh.httpAddr)
+	if len(srvs) != 3 || leaderOf(srvs) == "" {
+		t.Fatalf("after replacing %s: %+v", victim.id, srvs)
+	}
+}
+
+// TestRegionPinnedDeliveriesLeaveFromThatRegion checks the egress IP a sink sees for an endpoint
+// pinned to a region: only nodes of that region deliver it.
+func TestRegionPinnedDeliveriesLeaveFromThatRegion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three processes")
+	}
+	nodes := []*clusterNode{newClusterNode(t, "eu1", "127.0.0.1"), newClusterNode(t, "us1", "127.0.0.2"), newClusterNode(t, "ap1", "127.0.0.3")}
+	regions := []string{"eu", "us", "ap"}
+	nodes[0].start(t, "--region", regions[0])
+	waitFor(t, "first node ready", func() bool { return nodes[0].p.call("GET", "/projects", nil, nil) == 200 })
+	nodes[1].start(t, "--region", regions[1], "--join", nodes[0].httpAddr)
+	nodes[2].start(t, "--region", regions[2], "--join", nodes[0].httpAddr)
+	waitFor(t, "three live nodes", func() bool {
+		live := 0
+		srvs, _ := tryList(nodes[0].httpAddr)
+		for _, s := range srvs {
+			if s.Live {
+				live++
+			}
+		}
+		return live == 3
+	})
+	from := make(chan [2]string, 100)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.RemoteAddr[:len(r.RemoteAddr)-len(r.RemoteAddr[lastColon(r.RemoteAddr):])]
+		from <- [2]string{r.URL.Path, host}
+	}))
+	defer sink.Close()
+	var proj struct{ UID string }
+	nodes[0].p.call("POST", "/projects", map[string]any{"name": "regions"}, &proj)
+	want := map[string]string{}
+	for i, reg := range regions {
+		var ep struct{ UID string }
+		nodes[(i+1)%3].p.call("POST", "/projects/"+proj.UID+"/endpoints", map[string]any{"url": sink.URL + "/" + reg, "region": reg}, &ep)
+		want["/"+reg] = nodes[i].host
+		for j := 0; j < 3; j++ {
+			if c := nodes[j].p.call("POST", "/projects/"+proj.UID+"/events", map[string]any{"endpoint_id": ep.UID, "event_type": "a", "data": j}, nil); c != 201 {
+				t.Fatalf("publish: %d", c)
+			}
+		}
+	}
+	for i := 0; i < 9; i++ {
+		select {
+		case got := <-from:
+			if want[got[0]] != got[1] {
+				t.Fatalf("delivery for %s left from %s, want %s (its region's node)", got[0], got[1], want[got[0]])
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d of 9 deliveries arrived", i)
+		}
+	}
+}
+
+func lastColon(s string) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == ':' {
+			return i
+		}
+	}
+	return len(s)
+}
