@@ -31,8 +31,9 @@ fuzz:
 		done; \
 	done
 
+# BENCH_FLAGS=-quick for a ~1 minute smoke run; -scenarios a,b to pick scenarios.
 bench: build
-	$(GO) run ./benchmarks/cmd/runner
+	$(GO) run ./benchmarks/cmd/runner $(BENCH_FLAGS)
 
 lint:
 	$(GO) vet ./...

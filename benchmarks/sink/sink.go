@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"io"
 	"net"
@@ -34,6 +35,9 @@ type Config struct {
 	FailStatus int
 	// FailRandom chooses the failing ids by hash (runs of failures happen) instead of evenly spaced.
 	FailRandom bool
+	// Print, when set, receives one line per request (method, path, Sluice ids, signature, body):
+	// for trying Sluice by hand, not for benchmarks.
+	Print io.Writer
 }
 
 // Stats is a snapshot of what the sink has seen.
@@ -211,6 +215,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
+	if s.cfg.Print != nil {
+		fmt.Fprintf(s.cfg.Print, "%s %s %s delivery=%s event=%s type=%s attempt=%s signature=%s from=%s body=%s\n",
+			now.Format(time.TimeOnly), r.Method, r.URL.Path, r.Header.Get("X-Sluice-Delivery-Id"), r.Header.Get("X-Sluice-Event-Id"),
+			r.Header.Get("X-Sluice-Event-Type"), r.Header.Get("X-Sluice-Attempt"), r.Header.Get("X-Sluice-Signature"), r.RemoteAddr, buf.Bytes())
+	}
 
 	if s.cfg.Hang {
 		s.hung.Add(1)

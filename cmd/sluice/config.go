@@ -15,6 +15,7 @@ import (
 type serveConfig struct {
 	DataDir         string
 	HTTPAddr        string
+	TCPAddr         string
 	RaftAddr        string
 	AdvertiseRaft   string
 	NodeID          string
@@ -41,6 +42,7 @@ type serveConfig struct {
 func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "./sluice-data", "directory for the Raft log, snapshots and state")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:5005", "REST API listen address")
+	fs.StringVar(&c.TCPAddr, "tcp-addr", "127.0.0.1:5006", "TCP ingest listen address (docs/tcp-protocol.md); empty disables it")
 	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:5007", "Raft transport listen address")
 	fs.StringVar(&c.AdvertiseRaft, "advertise-raft-addr", "", "Raft address other nodes dial (default: --raft-addr)")
 	fs.StringVar(&c.NodeID, "node-id", "node1", "this node's id in the cluster")

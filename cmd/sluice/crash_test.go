@@ -84,7 +84,7 @@ func startRawArgs(t *testing.T, dataDir, httpAddr, raftAddr string, allowLoopbac
 	t.Helper()
 	key := "sk_test_root_key"
 	args := []string{"serve", "--data-dir", dataDir, "--http-addr", httpAddr, "--raft-addr", raftAddr,
-		"--root-key", key, "--log-level", "warn"}
+		"--root-key", key, "--log-level", "warn", "--tcp-addr", ""}
 	if allowLoopback {
 		args = append(args, "--egress-allow-cidrs", "127.0.0.0/8")
 	}

@@ -14,6 +14,7 @@ func usage() {
 Usage:
   sluice serve [flags]     run a node (flags: sluice serve -h)
   sluice cluster <cmd>     administer cluster membership (sluice cluster -h)
+  sluice publish [FILE]    publish JSON lines over TCP ingest (sluice publish -h)
   sluice version           print the version
 `, version)
 }
@@ -27,6 +28,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(os.Args[2:])
+	case "publish":
+		err = publishCmd(os.Args[2:])
 	case "cluster":
 		err = clusterCmd(os.Args[2:], os.Stdout)
 	case "version", "--version", "-v":

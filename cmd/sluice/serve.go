@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-gw/sluice/api"
 	"github.com/sluice-gw/sluice/cluster"
 	"github.com/sluice-gw/sluice/dispatcher"
+	"github.com/sluice-gw/sluice/ingest"
 	"github.com/sluice-gw/sluice/model"
 	"github.com/sluice-gw/sluice/netpool"
 	"github.com/sluice-gw/sluice/raftstore"
@@ -75,6 +76,24 @@ func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	defer node.close()
 	h.set(node.handler())
 
+	if cfg.TCPAddr != "" {
+		tcp, err := ingest.NewServer(ingest.Config{
+			Addr:            cfg.TCPAddr,
+			MaxPublishBytes: int(cfg.MaxPayloadBytes),
+			Logger:          log,
+			OnPublish:       func(pid string) { eventsIngested(pid, "tcp").Inc() },
+		}, node.api, node.api)
+		if err != nil {
+			return err
+		}
+		if err := tcp.Start(ctx); err != nil {
+			return fmt.Errorf("listen on --tcp-addr %s: %w", cfg.TCPAddr, err)
+		}
+		// Deferred after node.close, so it runs first: in-flight publishes commit before the
+		// store closes.
+		defer tcp.Stop()
+	}
+
 	if cfg.MetricsAddr != "" {
 		oln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
@@ -84,7 +103,7 @@ func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		go func() { srvErr <- ops.Serve(oln) }()
 		defer ops.Close()
 	}
-	log.Info("sluice serving", "version", version, "http_addr", ln.Addr().String(), "raft_addr", cfg.RaftAddr,
+	log.Info("sluice serving", "version", version, "http_addr", ln.Addr().String(), "tcp_addr", cfg.TCPAddr, "raft_addr", cfg.RaftAddr,
 		"node_id", cfg.NodeID, "data_dir", cfg.DataDir)
 
 	engineCtx, stopEngine := context.WithCancel(context.Background())

@@ -25,7 +25,12 @@ func main() {
 	flag.IntVar(&cfg.FailStatus, "fail-status", 500, "status answered to failed first attempts")
 	flag.BoolVar(&cfg.FailRandom, "fail-random", false, "pick failing ids by hash (runs of failures) instead of evenly spaced")
 	flag.DurationVar(&every, "every", 5*time.Second, "print the counters this often (0: only on exit)")
+	print := flag.Bool("print", false, "print every request received (for trying Sluice by hand)")
 	flag.Parse()
+	if *print {
+		cfg.Print = os.Stdout
+		every = 0
+	}
 	if !strings.HasPrefix(cfg.Addr, "127.") && !strings.HasPrefix(cfg.Addr, "localhost:") && !strings.HasPrefix(cfg.Addr, "[::1]:") {
 		log.Fatalf("-addr %s: the sink is for loopback benchmarks; listen on 127.0.0.1", cfg.Addr)
 	}
