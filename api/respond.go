@@ -59,6 +59,8 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSON(w, ae.code, ae.msg, nil)
 	case errors.Is(err, raftstore.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, trimPrefix(err), nil)
+	case errors.Is(err, raftstore.ErrTooLarge):
+		writeJSON(w, http.StatusRequestEntityTooLarge, "the write is too large for one log entry (for a publish: it matches too many endpoints; split it by owner_id or endpoint_id)", nil)
 	case errors.Is(err, raftstore.ErrExists):
 		writeJSON(w, http.StatusConflict, trimPrefix(err), nil)
 	case errors.Is(err, raftstore.ErrNotLeader), errors.Is(err, raftstore.ErrClosed):

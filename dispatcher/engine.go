@@ -294,7 +294,7 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 		// Paused or disabled: the delivery stays pending in the store; reactivation requeues it.
 		return nil, fmt.Errorf("%w: endpoint %s is not active", ErrNotPending, ref.EndpointID)
 	}
-	ev, err := e.st.Event(ref.ProjectID, d.EventID)
+	ev, err := e.st.EventForDelivery(ref.ProjectID, d.EventID)
 	if err != nil {
 		e.later(ref)
 		return nil, err

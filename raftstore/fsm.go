@@ -625,7 +625,10 @@ func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 			a.b.Set(ik, []byte(ev.UID), nil)
 		}
 		ev.Data = nil
+		targets := ev.Endpoints
+		ev.Endpoints = nil
 		a.setJSON(key(tagEvent, pid, ev.UID), ev)
+		a.setJSON(key(tagEventTargets, pid, ev.UID), targets)
 		a.b.Set(key(tagEventData, pid, ev.UID), data, nil)
 	}
 	for _, t := range p.Targets {

@@ -18,6 +18,8 @@ import (
 //	'S' pid sid                    subscription                    -> model.Subscription JSON
 //	'V' pid evid                   event (without data)            -> model.Event JSON
 //	'W' pid evid                   event data, s2-compressed once at ingest
+//	'U' pid evid                   the event's matched endpoint ids -> JSON list (kept apart: a
+//	                               delivery never reads it, and at large fan-out it is large)
 //	'I' pid idempotency-key        idempotency index               -> evid
 //	'D' pid did                    delivery                        -> model.Delivery JSON
 //	'X' pid eid did                deliveries by endpoint          -> ""
@@ -37,6 +39,7 @@ const (
 	tagSubscription = 'S'
 	tagEvent        = 'V'
 	tagEventData    = 'W'
+	tagEventTargets = 'U'
 	tagIdempotency  = 'I'
 	tagDelivery     = 'D'
 	tagByEndpoint   = 'X'
@@ -50,7 +53,7 @@ const (
 )
 
 // projectTags are the tables whose keys start with a project id, range-deleted with the project.
-var projectTags = []byte{tagProject, tagEndpoint, tagSubscription, tagEvent, tagEventData, tagIdempotency,
+var projectTags = []byte{tagProject, tagEndpoint, tagSubscription, tagEvent, tagEventData, tagEventTargets, tagIdempotency,
 	tagDelivery, tagByEndpoint, tagByEvent, tagByStatus, tagByEPStatus, tagAttempt, tagHealth, tagMetaEvent}
 
 var (

@@ -81,8 +81,38 @@ func eventData(r pebble.Reader, pid, evid string) ([]byte, error) {
 	return data, nil
 }
 
-// Event returns an event with its data.
+// Event returns an event with its data and matched endpoints.
 func (s *Store) Event(pid, evid string) (*model.Event, error) {
+	var ev model.Event
+	err := s.st.view(func(db *pebble.DB) error {
+		if err := getJSON(db, key(tagEvent, pid, evid), &ev); err != nil {
+			return fmt.Errorf("event %s: %w", evid, err)
+		}
+		if err := eventTargets(db, &ev); err != nil {
+			return err
+		}
+		data, err := eventData(db, pid, evid)
+		ev.Data = data
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
+
+// eventTargets fills the event's matched endpoint ids (stored apart from the event).
+func eventTargets(db pebble.Reader, ev *model.Event) error {
+	err := getJSON(db, key(tagEventTargets, ev.ProjectID, ev.UID), &ev.Endpoints)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// EventForDelivery returns an event with its data but without its matched endpoints: what one
+// delivery needs, at a cost that does not grow with the event's fan-out.
+func (s *Store) EventForDelivery(pid, evid string) (*model.Event, error) {
 	var ev model.Event
 	err := s.st.view(func(db *pebble.DB) error {
 		if err := getJSON(db, key(tagEvent, pid, evid), &ev); err != nil {
@@ -196,6 +226,9 @@ func (s *Store) ListEvents(pid string, f EventFilter) ([]*model.Event, string, e
 			if len(out) == limit {
 				next = out[len(out)-1].UID
 				return false, nil
+			}
+			if err := eventTargets(db, &ev); err != nil {
+				return false, err
 			}
 			data, err := eventData(db, pid, id)
 			if err != nil {
