@@ -7,13 +7,17 @@ DATA_DIR  ?= ./sluice-data
 # Packages with concurrent code that run under the race detector in `make test`.
 RACE_PKGS := ./raftstore/... ./scheduler/... ./dispatcher/... ./netpool/... ./wal/... ./internal/...
 
-.PHONY: build run test test-race fuzz bench lint clean
+.PHONY: build run cluster test test-race fuzz bench lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sluice
 
 run: build
 	SLUICE_EGRESS_ALLOW_CIDRS=$${SLUICE_EGRESS_ALLOW_CIDRS:-127.0.0.0/8} ./$(BIN) serve --data-dir $(DATA_DIR)
+
+# A local three-node cluster on 127.0.0.1, 127.0.0.2 and 127.0.0.3 (see docs/operations.md).
+cluster: build
+	scripts/cluster.sh
 
 # The whole suite: unit and integration tests (real Pebble, real Raft, real HTTP on 127.0.0.1), the
 # race detector on the concurrent packages, and a short run of every fuzz target.

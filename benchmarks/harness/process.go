@@ -120,6 +120,9 @@ func start(ctx context.Context, opts Options) (*Sluice, error) {
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", raftPort),
 		"--root-key", s.RootKey,
 		"--log-level", opts.LogLevel,
+		// The sink is on loopback, which the SSRF guard refuses by default; no TCP listener is needed.
+		"--egress-allow-cidrs", "127.0.0.0/8",
+		"--tcp-addr", "",
 	}
 	if opts.Workers > 0 {
 		args = append(args, "--workers", strconv.Itoa(opts.Workers))
