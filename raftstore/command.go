@@ -30,6 +30,13 @@ const (
 	CmdDeleteNode
 )
 
+// Command types of separately registered features (see registerApplier) take values from these
+// ranges, so features never collide.
+const (
+	cmdRangeSources CmdType = 32 // incoming sources: 32..47
+	cmdRangePortal  CmdType = 48 // portal links: 48..63
+)
+
 func (t CmdType) String() string {
 	names := [...]string{"?", "put-api-key", "put-project", "delete-project", "put-endpoint", "delete-endpoint",
 		"put-subscription", "delete-subscription", "publish", "results", "resend", "meta-result",

@@ -117,6 +117,11 @@ func (f *FSM) reload() error {
 		if err != nil {
 			return err
 		}
+		for _, fn := range extReloaders {
+			if err := fn(db); err != nil {
+				return err
+			}
+		}
 		f.applied.Store(idx)
 		f.cat.Store(cat)
 		return nil
@@ -322,11 +327,38 @@ func (a *applier) apply(c *Command) Result {
 			a.eff.LiveChanged = true
 		}
 	default:
-		err = fmt.Errorf("%w: unknown type %d", ErrBadCmd, c.Type)
+		if fn := extAppliers[c.Type]; fn != nil {
+			res, err = fn(a, c)
+		} else {
+			err = fmt.Errorf("%w: unknown type %d", ErrBadCmd, c.Type)
+		}
 	}
 	res.Err = err
 	return res
 }
+
+// Commands of separate features (sources, portal links) register their apply functions here from
+// their own files' init, so each feature keeps its state machine code in one file.
+var (
+	extAppliers = map[CmdType]func(a *applier, c *Command) (Result, error){}
+	// extReloaders rebuild a feature's in-memory index after open or snapshot restore.
+	extReloaders []func(r pebble.Reader) error
+)
+
+// registerApplier adds the apply function of a command type. Call it from init.
+func registerApplier(t CmdType, fn func(a *applier, c *Command) (Result, error)) {
+	if _, dup := extAppliers[t]; dup {
+		panic(fmt.Sprintf("BUG: raftstore: command type %d registered twice", t))
+	}
+	extAppliers[t] = fn
+}
+
+// registerProjectTag adds a table whose keys start with a project id, so deleting the project
+// deletes its rows. Call it from init.
+func registerProjectTag(tag byte) { projectTags = append(projectTags, tag) }
+
+// registerReloader adds a function run with the state whenever it is opened or restored.
+func registerReloader(fn func(r pebble.Reader) error) { extReloaders = append(extReloaders, fn) }
 
 func decode(c *Command, v any) error {
 	if err := json.Unmarshal(c.Meta, v); err != nil {
