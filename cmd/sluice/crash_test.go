@@ -126,6 +126,14 @@ func startProcArgs(t *testing.T, dataDir, httpAddr, raftAddr string, allowLoopba
 	}
 }
 
+// stop sends SIGTERM and waits for a graceful exit.
+func (p *proc) stop() {
+	if p.cmd.Process != nil && p.cmd.ProcessState == nil {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		p.cmd.Wait()
+	}
+}
+
 func (p *proc) kill() {
 	if p.cmd.Process != nil && p.cmd.ProcessState == nil {
 		p.cmd.Process.Signal(syscall.SIGKILL)
