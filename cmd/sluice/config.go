@@ -16,6 +16,9 @@ type serveConfig struct {
 	DataDir         string
 	HTTPAddr        string
 	TCPAddr         string
+	TCPTLSAddr      string
+	TCPTLSCert      string
+	TCPTLSKey       string
 	RaftAddr        string
 	AdvertiseRaft   string
 	NodeID          string
@@ -43,6 +46,9 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "./sluice-data", "directory for the Raft log, snapshots and state")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:5005", "REST API listen address")
 	fs.StringVar(&c.TCPAddr, "tcp-addr", "127.0.0.1:5006", "TCP ingest listen address (docs/tcp-protocol.md); empty disables it")
+	fs.StringVar(&c.TCPTLSAddr, "tcp-tls-addr", "", "TLS listener for TCP ingest (relays to --tcp-addr, which should then stay on loopback)")
+	fs.StringVar(&c.TCPTLSCert, "tcp-tls-cert", "", "PEM certificate (chain) file for --tcp-tls-addr")
+	fs.StringVar(&c.TCPTLSKey, "tcp-tls-key", "", "PEM private key file for --tcp-tls-addr")
 	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:5007", "Raft transport listen address")
 	fs.StringVar(&c.AdvertiseRaft, "advertise-raft-addr", "", "Raft address other nodes dial (default: --raft-addr)")
 	fs.StringVar(&c.NodeID, "node-id", "node1", "this node's id in the cluster")
@@ -107,6 +113,9 @@ func parseServe(args []string, c *serveConfig) error {
 	}
 	if !c.Bootstrap && c.RootKey == "" {
 		return fmt.Errorf("a node joining a cluster needs the cluster's root key (--root-key or SLUICE_ROOT_KEY): nodes use it to call each other")
+	}
+	if c.TCPTLSAddr != "" && (c.TCPAddr == "" || c.TCPTLSCert == "" || c.TCPTLSKey == "") {
+		return fmt.Errorf("--tcp-tls-addr needs --tcp-addr (the plain listener it relays to), --tcp-tls-cert and --tcp-tls-key")
 	}
 	if c.Pprof && c.MetricsAddr == "" {
 		return fmt.Errorf("--pprof needs --metrics-addr: profiling is never served on the API listener")

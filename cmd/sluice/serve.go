@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,6 +93,18 @@ func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		// Deferred after node.close, so it runs first: in-flight publishes commit before the
 		// store closes.
 		defer tcp.Stop()
+		if cfg.TCPTLSAddr != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.TCPTLSCert, cfg.TCPTLSKey)
+			if err != nil {
+				return fmt.Errorf("--tcp-tls-cert/--tcp-tls-key: %w", err)
+			}
+			term, err := ingest.ServeTLS(cfg.TCPTLSAddr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+				tcp.Addr().String(), log)
+			if err != nil {
+				return err
+			}
+			defer term.Close()
+		}
 	}
 
 	if cfg.MetricsAddr != "" {
