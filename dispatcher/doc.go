@@ -70,13 +70,17 @@
 //	Content-Type: application/json
 //	User-Agent: Config.UserAgent ("Sluice")
 //	the endpoint's custom headers, then the event's custom headers (these two may replace the defaults
-//	above; custom X-Sluice-* and transport headers such as Host or Content-Length are dropped)
+//	above; custom X-Sluice-*, Webhook-* and transport headers such as Host or Content-Length are dropped)
+//	the endpoint's authentication header (API key or basic auth; recorded as [redacted])
 //	X-Sluice-Delivery-Id: <delivery id>   stable across retries: receivers dedupe on it
 //	X-Sluice-Event-Id: <event id>
 //	X-Sluice-Event-Type: <event type>
 //	X-Sluice-Attempt: <n>                 1-based
-//	X-Sluice-Signature: lowercase hex HMAC-SHA256 of the body keyed with Endpoint.Secret
-//	                    (added by the Signer, sign.go; omitted when the endpoint has no secret)
+//	the signature headers of the endpoint's scheme (the Signer, sign.go): simple
+//	  (X-Sluice-Signature or the project's header: HMAC of the body, newest live secret), advanced
+//	  (t=<unix>,v1=...,v2=... over "<t>,<body>", every live secret), standard (webhook-id = delivery id,
+//	  webhook-timestamp, webhook-signature: v1,<base64> per live secret) or standard-ed25519 (v1a);
+//	  omitted when the endpoint has no secret, and the attempt fails unsent when every secret expired
 //
 // The request's Timeout is Endpoint.Timeout (30s when 0), its egress pool Endpoint.EgressPool, and its
 // netpool Key the endpoint id (a stable egress IP per endpoint). Attempt records the headers as sent
