@@ -31,6 +31,8 @@ type PublishRequest struct {
 	Data           json.RawMessage   `json:"data"`
 	CustomHeaders  map[string]string `json:"custom_headers,omitempty"`
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	// SourceID is set by ingest (never decoded): the incoming source that received the event.
+	SourceID string `json:"-"`
 }
 
 const maxIdempotencyKey = 255
@@ -90,17 +92,19 @@ func (in *PublishRequest) validate(mode publishMode) error {
 
 // resolveTargets picks the endpoints an event goes to, from the current endpoints and
 // subscriptions. An endpoint named directly (or by owner) with no subscriptions receives every event
-// type; one with subscriptions receives the types they match. Disabled endpoints receive nothing;
-// paused ones get deliveries that wait for reactivation.
-func (s *Server) resolveTargets(pid string, ev *model.Event, at time.Time) ([]raftstore.Target, error) {
+// type; one with subscriptions receives the events they match (source, types and filters on data
+// and headers: see subscriptionMatcher). Disabled endpoints receive nothing; paused ones get
+// deliveries that wait for reactivation.
+func (s *Server) resolveTargets(pid string, ev *model.Event, data []byte, at time.Time) ([]raftstore.Target, error) {
 	subs := s.st.Subscriptions(pid)
+	matches := s.subscriptionMatcher(ev, data)
 	wants := func(eid string) bool {
 		has := false
 		for _, sub := range subs {
 			if sub.EndpointID != eid {
 				continue
 			}
-			if sub.Matches(ev.EventType) {
+			if matches(sub) {
 				return true
 			}
 			has = true
@@ -126,7 +130,7 @@ func (s *Server) resolveTargets(pid string, ev *model.Event, at time.Time) ([]ra
 	default:
 		seen := map[string]bool{}
 		for _, sub := range subs {
-			if seen[sub.EndpointID] || !sub.Matches(ev.EventType) {
+			if seen[sub.EndpointID] || !matches(sub) {
 				continue
 			}
 			if e := s.st.Endpoint(pid, sub.EndpointID); e != nil {
@@ -190,8 +194,9 @@ func (s *Server) Publish(ctx context.Context, projectID string, in *PublishReque
 	ev := model.Event{
 		UID: model.NewID(now), ProjectID: projectID, EventType: in.EventType, EndpointID: in.EndpointID,
 		OwnerID: in.OwnerID, Headers: in.CustomHeaders, IdempotencyKey: in.IdempotencyKey, CreatedAt: now,
+		SourceID: in.SourceID,
 	}
-	targets, err := s.resolveTargets(projectID, &ev, now)
+	targets, err := s.resolveTargets(projectID, &ev, in.Data, now)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +224,7 @@ func (s *Server) Publish(ctx context.Context, projectID string, in *PublishReque
 		}
 		return &Published{Event: orig, Matched: len(orig.Endpoints), Duplicate: true}, nil
 	}
-	ev.Data = in.Data
+	ev.Data = model.EventData(in.Data)
 	return &Published{Event: &ev, Matched: res.Matched}, nil
 }
 
@@ -292,7 +297,7 @@ func (s *Server) replayEvent(w http.ResponseWriter, r *http.Request, a *access) 
 		return err
 	}
 	now := s.clock.Now().UTC()
-	targets, err := s.resolveTargets(a.project.UID, ev, now)
+	targets, err := s.resolveTargets(a.project.UID, ev, ev.Data, now)
 	if err != nil {
 		return err
 	}

@@ -642,6 +642,7 @@ type subscriptionInput struct {
 	Name         *string             `json:"name"`
 	Type         *string             `json:"type"`
 	EndpointID   *string             `json:"endpoint_id"`
+	SourceID     *string             `json:"source_id"`
 	FilterConfig *model.FilterConfig `json:"filter_config"`
 }
 
@@ -676,7 +677,7 @@ func (s *Server) applySubscription(in *subscriptionInput, sub *model.Subscriptio
 	if sub.Name == "" {
 		sub.Name = sub.EndpointID
 	}
-	return nil
+	return s.applySubscriptionRouting(in, sub)
 }
 
 func validateEventType(field, t string) error {

@@ -36,6 +36,7 @@ type Server struct {
 	log   *slog.Logger
 	clock clock.Clock
 	mux   *http.ServeMux
+	inc   incomingState // sources, compiled filters, ingest counters (filters.go)
 }
 
 // New builds the API server.
@@ -91,6 +92,13 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET "+p+"/subscriptions/{subscriptionID}", proj(s.getSubscription))
 	s.mux.HandleFunc("PUT "+p+"/subscriptions/{subscriptionID}", proj(s.updateSubscription))
 	s.mux.HandleFunc("DELETE "+p+"/subscriptions/{subscriptionID}", proj(s.deleteSubscription))
+	s.mux.HandleFunc("POST "+p+"/subscriptions/test_filter", proj(s.testFilter))
+
+	s.mux.HandleFunc("POST "+p+"/sources", proj(s.createSource))
+	s.mux.HandleFunc("GET "+p+"/sources", proj(s.listSources))
+	s.mux.HandleFunc("GET "+p+"/sources/{sourceID}", proj(s.getSource))
+	s.mux.HandleFunc("PUT "+p+"/sources/{sourceID}", proj(s.updateSource))
+	s.mux.HandleFunc("DELETE "+p+"/sources/{sourceID}", proj(s.deleteSource))
 
 	s.mux.HandleFunc("POST "+p+"/events", proj(s.publishHandler(modeEndpoint)))
 	s.mux.HandleFunc("POST "+p+"/events/fanout", proj(s.publishHandler(modeFanout)))

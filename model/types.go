@@ -248,14 +248,17 @@ type Subscription struct {
 	Name         string       `json:"name"`
 	Type         string       `json:"type"`
 	EndpointID   string       `json:"endpoint_id"`
+	SourceID     string       `json:"source_id,omitempty"` // incoming projects: the source routed
 	FilterConfig FilterConfig `json:"filter_config"`
 	CreatedAt    time.Time    `json:"created_at"`
 	UpdatedAt    time.Time    `json:"updated_at"`
 }
 
-// FilterConfig selects events: EventTypes holds "*" or exact names.
+// FilterConfig selects events: EventTypes holds "*" or exact names; Filter narrows them by headers
+// and payload (see filter.go).
 type FilterConfig struct {
 	EventTypes []string `json:"event_types"`
+	Filter     Filter   `json:"filter,omitzero"`
 }
 
 // Matches reports whether the subscription wants eventType.
@@ -280,7 +283,8 @@ type Event struct {
 	Endpoints      []string          `json:"endpoints"`
 	Headers        map[string]string `json:"headers,omitempty"`
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
-	Data           json.RawMessage   `json:"data"`
+	SourceID       string            `json:"source_id,omitempty"` // the incoming source that received it
+	Data           EventData         `json:"data"`
 	CreatedAt      time.Time         `json:"created_at"`
 }
 

@@ -77,6 +77,7 @@ func (n *node) writeNodeMetrics(w io.Writer) {
 	writeFamily(w, "sluice_lane_queued", "gauge", queued)
 	writeFamily(w, "sluice_lane_in_flight", "gauge", inflight)
 	writeFamily(w, "sluice_lane_breaker_state", "gauge", breaker)
+	writeIngestMetrics(w, n.api.IngestStats())
 }
 
 // sample is one labelled series of a family written at scrape time.

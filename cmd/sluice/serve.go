@@ -350,6 +350,7 @@ func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
 func (n *node) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/api/", n.member.LeaderWrites(n.api.Handler()))
+	mux.Handle("/ingest/", n.member.LeaderWrites(n.api.IngestHandler()))
 	n.member.Register(mux, n.api)
 	n.addOps(mux)
 	return mux
