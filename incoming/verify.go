@@ -385,6 +385,9 @@ func twilioURLs(u *url.URL) []string {
 	alt := *u
 	if u.Port() != "" {
 		alt.Host = u.Hostname()
+		if strings.Contains(alt.Host, ":") {
+			alt.Host = "[" + alt.Host + "]" // IPv6 literal
+		}
 	} else if u.Scheme == "https" {
 		alt.Host = u.Host + ":443"
 	} else {

@@ -183,6 +183,7 @@ func TestTwilioDocumentedExample(t *testing.T) {
 	}
 	runVerify(t, c, []verifyCase{
 		{"valid form", Request{URL: u, Header: tw(sig), Body: []byte(form)}, time.Now(), nil},
+		{"IPv6 host with the default port", Request{URL: "https://[::1]:443/p", Header: tw(base64.StdEncoding.EncodeToString(TwilioSignature([]byte(token), "https://[::1]/p", nil))), Method: "GET"}, time.Now(), nil},
 		{"valid with the default port added", Request{URL: "https://mycompany.com:443/myapp.php?foo=1&bar=2", Header: tw(sig), Body: []byte(form)}, time.Now(), nil},
 		{"params in another order", Request{URL: u, Header: tw(sig), Body: []byte("To=%2B18005551212&Digits=1234&CallSid=CA1234567890ABCDE&From=%2B12349013030&Caller=%2B12349013030")}, time.Now(), nil},
 		{"tampered param", Request{URL: u, Header: tw(sig), Body: []byte(strings.Replace(form, "1234&", "9999&", 1))}, time.Now(), ErrMismatch},
