@@ -157,17 +157,20 @@ func TestTLSTransportForgotten(t *testing.T) {
 	p := newPool(t, Config{EgressIPs: []netip.Addr{ip2}})
 	eg := p.pools[""][0]
 
-	func() {
-		roots := x509.NewCertPool()
-		roots.AddCert(open.Certificate())
-		res := p.Do(context.Background(), &Request{URL: open.URL, TLS: &tls.Config{RootCAs: roots}})
-		if res.Err != nil {
-			t.Fatalf("Do: %v", res.Err)
-		}
-	}()
+	roots := x509.NewCertPool()
+	roots.AddCert(open.Certificate())
+	cfg := &tls.Config{RootCAs: roots}
+	res := p.Do(context.Background(), &Request{URL: open.URL, TLS: cfg})
+	if res.Err != nil {
+		t.Fatalf("Do: %v", res.Err)
+	}
 	if got := eg.tlsTransports(); got != 1 {
 		t.Fatalf("%d TLS transports cached, want 1", got)
 	}
+	// Until here the config must stay reachable: a GC before the check above would already have
+	// dropped its transport (which is what the rest of the test expects, just too early).
+	runtime.KeepAlive(cfg)
+	cfg, res = nil, nil
 	// Cleanups run on their own goroutine after a GC cycle; give it bounded chances, no sleeping.
 	for i := 0; eg.tlsTransports() != 0; i++ {
 		if i == 1000 {
