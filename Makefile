@@ -7,7 +7,7 @@ DATA_DIR  ?= ./sluice-data
 # Packages with concurrent code that run under the race detector in `make test`.
 RACE_PKGS := ./raftstore/... ./scheduler/... ./dispatcher/... ./netpool/... ./wal/... ./internal/...
 
-.PHONY: build run cluster test test-race fuzz bench lint clean
+.PHONY: build run cluster test test-race fuzz bench lint clean screenshots
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sluice
@@ -38,6 +38,10 @@ fuzz:
 # BENCH_FLAGS=-quick for a ~1 minute smoke run; -scenarios a,b to pick scenarios.
 bench: build
 	$(GO) run ./benchmarks/cmd/runner $(BENCH_FLAGS)
+
+# Retake docs/screenshots/*.png with the dashboard's browser tests (needs /usr/bin/chromium).
+screenshots:
+	SLUICE_UPDATE_SCREENSHOTS=1 $(GO) test -count=1 -run '^TestUI' ./cmd/sluice
 
 lint:
 	$(GO) vet ./...

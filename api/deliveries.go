@@ -45,7 +45,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request, a *acces
 	if err != nil {
 		return err
 	}
-	ds, next, err := s.st.ListDeliveries(a.project.UID, f)
+	ds, next, err := s.queryDeliveries(a, r.URL.Query(), f)
 	if err != nil {
 		return err
 	}
@@ -62,7 +62,13 @@ func (s *Server) delivery(r *http.Request, a *access) (*model.Delivery, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.st.Delivery(a.project.UID, did)
+	d, err := s.st.Delivery(a.project.UID, did)
+	if err == nil {
+		if e := s.st.Endpoint(a.project.UID, d.EndpointID); a.portal != nil && (e == nil || !a.owns(e)) {
+			return nil, errf(http.StatusNotFound, "delivery %s not found", did)
+		}
+	}
+	return d, err
 }
 
 func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request, a *access) error {
@@ -108,28 +114,26 @@ func (s *Server) batchRetry(w http.ResponseWriter, r *http.Request, a *access) e
 	now := s.clock.Now().UTC()
 	total := 0
 	for total < maxBatchRetry {
-		ds, next, err := s.st.ListDeliveries(pid, f)
+		ds, next, err := s.queryDeliveries(a, r.URL.Query(), f)
 		if err != nil {
 			return err
 		}
-		if len(ds) == 0 {
-			break
+		if len(ds) > 0 {
+			ids := make([]string, len(ds))
+			for i, d := range ds {
+				ids[i] = d.UID
+			}
+			res, err := s.propose(r, raftstore.CmdResend, raftstore.Resend{ProjectID: pid, DeliveryIDs: ids, At: now}, nil)
+			if err != nil {
+				return err
+			}
+			total += res.Count
 		}
-		ids := make([]string, len(ds))
-		for i, d := range ds {
-			ids[i] = d.UID
-		}
-		res, err := s.propose(r, raftstore.CmdResend, raftstore.Resend{ProjectID: pid, DeliveryIDs: ids, At: now}, nil)
-		if err != nil {
-			return err
-		}
-		total += res.Count
 		if next == "" {
 			break
 		}
-		// Resent deliveries leave the filtered statuses, so the next page starts from the same cursor
-		// unless the filter still includes their new status.
-		f.Cursor = ds[len(ds)-1].UID
+		// The cursor is where the walk stopped (after the page, or after its scan budget).
+		f.Cursor = next
 	}
 	writeJSON(w, http.StatusOK, "Batch retry scheduled", map[string]int{"num_success": total})
 	return nil

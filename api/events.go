@@ -252,11 +252,7 @@ func (s *Server) publishHandler(mode publishMode) handler {
 }
 
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, a *access) error {
-	evid, err := pathID(r, "eventID")
-	if err != nil {
-		return err
-	}
-	ev, err := s.st.Event(a.project.UID, evid)
+	ev, err := s.event(r, a)
 	if err != nil {
 		return err
 	}
@@ -274,7 +270,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, a *access) e
 	if err != nil {
 		return err
 	}
-	evs, next, err := s.st.ListEvents(a.project.UID, raftstore.EventFilter{EventType: q.Get("eventType"), From: from, To: to, Page: page})
+	evs, next, err := s.queryEvents(a, q, raftstore.EventFilter{EventType: q.Get("eventType"), From: from, To: to, Page: page})
 	if err != nil {
 		return err
 	}
@@ -288,11 +284,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, a *access) e
 
 // replayEvent creates new deliveries of an event to the endpoints that match it now.
 func (s *Server) replayEvent(w http.ResponseWriter, r *http.Request, a *access) error {
-	evid, err := pathID(r, "eventID")
-	if err != nil {
-		return err
-	}
-	ev, err := s.st.Event(a.project.UID, evid)
+	ev, err := s.event(r, a)
 	if err != nil {
 		return err
 	}
@@ -301,6 +293,7 @@ func (s *Server) replayEvent(w http.ResponseWriter, r *http.Request, a *access) 
 	if err != nil {
 		return err
 	}
+	targets = a.ownTargets(s, targets)
 	meta := *ev
 	meta.Data = nil
 	res, err := s.propose(r, raftstore.CmdPublish, raftstore.Publish{Event: meta, Targets: targets, Replay: true}, nil)

@@ -497,6 +497,9 @@ func (s *Server) createEndpoint(w http.ResponseWriter, r *http.Request, a *acces
 	if err := s.decodeBody(w, r, &in); err != nil {
 		return err
 	}
+	if err := a.scopeEndpointInput(&in); err != nil {
+		return err
+	}
 	now := s.clock.Now().UTC()
 	e := model.Endpoint{UID: model.NewID(now), ProjectID: a.project.UID, Status: model.EndpointActive, CreatedAt: now, UpdatedAt: now}
 	if err := in.apply(&e, true); err != nil {
@@ -515,26 +518,18 @@ func (s *Server) endpoint(r *http.Request, a *access) (*model.Endpoint, error) {
 		return nil, err
 	}
 	e := s.st.Endpoint(a.project.UID, eid)
-	if e == nil {
+	if e == nil || !a.owns(e) {
 		return nil, errf(http.StatusNotFound, "endpoint %s not found", eid)
 	}
 	return e, nil
 }
 
 func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request, a *access) error {
-	q := r.URL.Query()
-	owner, search := q.Get("ownerId"), strings.ToLower(q.Get("q"))
-	out := []*model.Endpoint{}
-	for _, e := range s.st.Endpoints(a.project.UID) {
-		if owner != "" && e.OwnerID != owner {
-			continue
-		}
-		if search != "" && !strings.Contains(strings.ToLower(e.Name), search) && !strings.Contains(strings.ToLower(e.URL), search) {
-			continue
-		}
-		out = append(out, publicEndpoint(e))
+	page, err := s.pageEndpoints(a, r.URL.Query())
+	if err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, "Endpoints fetched successfully", pageData{Content: out, Pagination: pagination{PerPage: len(out)}})
+	writeJSON(w, http.StatusOK, "Endpoints fetched successfully", page)
 	return nil
 }
 
@@ -585,6 +580,9 @@ func (s *Server) updateEndpoint(w http.ResponseWriter, r *http.Request, a *acces
 	}
 	var in endpointInput
 	if err := s.decodeBody(w, r, &in); err != nil {
+		return err
+	}
+	if err := a.scopeEndpointInput(&in); err != nil {
 		return err
 	}
 	e := *cur

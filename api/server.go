@@ -27,6 +27,8 @@ type Config struct {
 	Clock        clock.Clock
 	// OnPublish, when set, is called after each new event published over HTTP (for metrics).
 	OnPublish func(projectID string)
+	// Series, when set, is this node's per-minute delivery series, shown by GET …/stats/deliveries.
+	Series *DeliverySeries
 }
 
 // Server serves the REST API from a replicated store.
@@ -117,6 +119,8 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET "+p+"/meta-events", proj(s.listMetaEvents))
 	s.mux.HandleFunc("GET "+p+"/meta-events/{metaEventID}", proj(s.getMetaEvent))
 
+	s.portalLinkRoutes(p)
+
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), nil)
 	})
@@ -126,6 +130,8 @@ func (s *Server) routes() {
 type access struct {
 	key     *model.APIKey
 	project *model.Project
+	// portal is set for a portal token: only this owner's endpoints and deliveries (see portal.go).
+	portal *model.PortalLink
 }
 
 func (a *access) isRoot() bool { return a.key.Role == model.RoleRoot }
@@ -134,6 +140,9 @@ func (a *access) isRoot() bool { return a.key.Role == model.RoleRoot }
 func (s *Server) wrap(h handler, projectRoute, rootOnly bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.authenticate(r)
+		if err == nil {
+			err = a.allowRoute(r)
+		}
 		if err == nil && rootOnly && !a.isRoot() {
 			err = errf(http.StatusForbidden, "this operation needs the root key")
 		}
@@ -157,7 +166,7 @@ func (s *Server) authenticate(r *http.Request) (*access, error) {
 	}
 	k := s.st.APIKey(sha256.Sum256([]byte(strings.TrimSpace(tok))))
 	if k == nil {
-		return nil, errf(http.StatusUnauthorized, "invalid API key")
+		return s.authenticatePortal(strings.TrimSpace(tok))
 	}
 	return &access{key: k}, nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-gw/sluice/model"
 	"github.com/sluice-gw/sluice/netpool"
 	"github.com/sluice-gw/sluice/raftstore"
+	"github.com/sluice-gw/sluice/ui"
 )
 
 func newLogger(format, level string) (*slog.Logger, error) {
@@ -186,6 +187,9 @@ type node struct {
 	series endpointSeries
 	mail   *mailer
 	member *cluster.Member
+
+	// deliveries is the per-minute series the dashboard charts (see dashboard.go).
+	deliveries *api.DeliverySeries
 }
 
 func parseIPs(list string) ([]netip.Addr, error) {
@@ -282,7 +286,8 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	}
 	n.store = st
 	n.member.Attach(st)
-	n.api = api.New(st, api.Config{MaxPayloadBytes: cfg.MaxPayloadBytes, Logger: log,
+	n.deliveries = api.NewDeliverySeries()
+	n.api = api.New(st, api.Config{MaxPayloadBytes: cfg.MaxPayloadBytes, Logger: log, Series: n.deliveries,
 		OnPublish: func(projectID string) { eventsIngested(projectID, "http").Inc() }})
 	dcfg := dispatcher.DefaultConfig()
 	dcfg.Workers = cfg.Workers
@@ -291,7 +296,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	n.engine, err = dispatcher.NewEngine(dispatcher.EngineConfig{
 		Dispatcher:       dcfg,
 		Logger:           log,
-		OnResult:         n.series.observeResult,
+		OnResult:         n.observeResult,
 		OnEndpointChange: n.endpointChanged,
 		Owns:             n.member.Owns,
 	}, st, n.pool)
@@ -300,6 +305,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	n.eng.Store(n.engine)
+	n.deliveries.Lanes = func() []dispatcher.LaneStats { return n.engine.Dispatcher().Stats().Lanes }
 	n.engine.SetLeader(st.IsLeader() && st.Ready())
 	n.engine.SetActive(n.member.Dispatching())
 	return n, nil
@@ -310,6 +316,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 func (n *node) endpointChanged(c raftstore.EndpointChange) {
 	if c.Deleted {
 		n.series.drop(c.EndpointID)
+		n.deliveries.Drop(c.EndpointID)
 		return
 	}
 	if c.Status == model.EndpointDisabled && n.store.IsLeader() {
@@ -350,6 +357,8 @@ func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
 func (n *node) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/api/", n.member.LeaderWrites(n.api.Handler()))
+	mux.Handle("/ui/", ui.Handler("/ui/"))
+	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	mux.Handle("/ingest/", n.member.LeaderWrites(n.api.IngestHandler()))
 	n.member.Register(mux, n.api)
 	n.addOps(mux)
