@@ -146,6 +146,11 @@ func (s *Server) Start(ctx context.Context) error {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithTCPKeepAlive(time.Minute),
 		gnet.WithReusePort(false),
+		// As net.Listen does: without SO_REUSEADDR a restart right after a crash cannot bind while
+		// the old connections sit in TIME_WAIT. (gnet 2.9.7 then reports the failed bind as
+		// "setsockopt: bad file descriptor": it overwrites the bind error with a keepalive setsockopt
+		// on the already closed descriptor.)
+		gnet.WithReuseAddr(true),
 	}
 	if s.cfg.EventLoops > 0 {
 		opts = append(opts, gnet.WithNumEventLoop(s.cfg.EventLoops))
