@@ -1,7 +1,7 @@
 // Package benchmarks owns Sluice's performance measurements: the Go benchmark BenchmarkPublishHTTP
 // (`go test -bench . ./benchmarks/`) and, in its subpackages, the parts of the standard benchmark run
 // (`make bench`): the sink that plays a customer's endpoint (sink, cmd/sink), the publish load generator
-// (loadgen), the latency histogram (latency), the harness that runs the real binary and reads its
+// over HTTP and TCP ingest (loadgen), the latency histogram (latency), the harness that runs the real binary and reads its
 // /metrics (harness), and the runner that executes the scenarios and writes results/<date>.json and the
 // table in docs/benchmarks.md (cmd/runner).
 //

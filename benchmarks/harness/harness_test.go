@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestParseMetricsAndDelta(t *testing.T) {
@@ -62,6 +63,16 @@ func TestParallelStopsAtFirstError(t *testing.T) {
 	}
 }
 
+func TestLogFieldAndTime(t *testing.T) {
+	line := `time=2026-11-26T22:12:00.123Z level=INFO msg="delivery engine active" pending=1000000`
+	if got := LogField(line, "pending"); got != "1000000" {
+		t.Fatalf("pending %q", got)
+	}
+	if got := logTime(line, time.Time{}); got.UnixMilli()%1000 != 123 {
+		t.Fatalf("time %v", got)
+	}
+}
+
 func TestScanLogCountsFromReadyOffset(t *testing.T) {
 	dir := t.TempDir()
 	path := dir + "/log"
@@ -70,8 +81,21 @@ func TestScanLogCountsFromReadyOffset(t *testing.T) {
 	if err := os.WriteFile(path, []byte(head+body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w, e, samples := scanLog(path, int64(len(head)))
+	w, e, samples := scanLog(path, [][2]int64{{0, int64(len(head))}})
 	if w != 1 || e != 2 || len(samples) != 3 {
 		t.Fatalf("warn %d error %d samples %v, want 1, 2 and 3 samples", w, e, samples)
+	}
+	// A restart appends to the log: its start-up range is skipped too, and an unclosed range (never
+	// ready) skips to the end.
+	restart := "level=WARN msg=\"election after restart\"\n"
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(restart + "level=ERROR msg=late\n")
+	f.Close()
+	end := int64(len(head) + len(body))
+	if w, e, _ := scanLog(path, [][2]int64{{0, int64(len(head))}, {end, end + int64(len(restart))}}); w != 1 || e != 3 {
+		t.Fatalf("after a restart: warn %d error %d, want 1 and 3", w, e)
+	}
+	if w, e, _ := scanLog(path, [][2]int64{{0, int64(len(head))}, {end, -1}}); w != 1 || e != 2 {
+		t.Fatalf("with an open range: warn %d error %d, want 1 and 2", w, e)
 	}
 }

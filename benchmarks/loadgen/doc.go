@@ -14,4 +14,9 @@
 //
 // Ack latency (send to a 2xx response read in full) goes into a latency.Histogram; non-2xx answers and
 // transport errors are counted separately and never recorded as latency.
+//
+// RunTCP is the same for Sluice's TCP ingest, through the project's own Go client (ingest/client):
+// Conns connections, each with Depth publishes in flight (Depth goroutines calling the blocking
+// Publish, so latency is per publish, including the client's queueing and PUBLISH_BATCH coalescing),
+// closed loop or paced, with an optional Before hook for caller-side flow control.
 package loadgen

@@ -293,6 +293,15 @@ func (r *run) fail(status int, err error) {
 	}
 }
 
+// Stamp writes the current time into data's Placeholder (if it has one), as the load generators do
+// before each request; data with the Placeholder's zeros unreplaced is not valid JSON.
+func Stamp(data []byte, t time.Time) {
+	if i := bytes.Index(data, []byte(`"sent_ns":`)); i >= 0 && len(data) >= i+len(Placeholder) {
+		off := i + len(`"sent_ns":`)
+		stamp(data[off:off+19], t.UnixNano())
+	}
+}
+
 // stamp writes v in decimal into dst (19 bytes), padding with spaces on the right.
 func stamp(dst []byte, v int64) {
 	var tmp [20]byte

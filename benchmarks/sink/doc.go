@@ -19,5 +19,8 @@
 // unique delivery. Requests without X-Sluice-Delivery-Id (the load generator posting directly) count
 // each request as unique.
 //
-// GET /_stats answers the Stats as JSON and is not counted. Every other method and path is a delivery.
+// Control routes, not counted: GET /_stats (the Stats as JSON), GET /_unique (the unique count as a
+// number), POST /_reset (Reset), GET /_events (the event ids of unique deliveries, with
+// Config.TrackEvents). They let the runner drive a sink in a process of its own, so that the sink's
+// CPU time is measured apart from the load generator's. Every other method and path is a delivery.
 package sink

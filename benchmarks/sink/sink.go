@@ -35,9 +35,17 @@ type Config struct {
 	FailStatus int
 	// FailRandom chooses the failing ids by hash (runs of failures happen) instead of evenly spaced.
 	FailRandom bool
+	// FailPerPath keeps the evenly spaced pattern per request path (one endpoint each) instead of over
+	// all requests: every endpoint then sees its own regular pattern, e.g. at 0.8 never more than four
+	// failures in a row, so Sluice's per-endpoint circuit breaker (10 consecutive failures) stays
+	// closed while most first attempts fail.
+	FailPerPath bool
 	// Print, when set, receives one line per request (method, path, Sluice ids, signature, body):
 	// for trying Sluice by hand, not for benchmarks.
 	Print io.Writer
+	// TrackEvents records the X-Sluice-Event-Id of every unique delivery (GET /_events lists them), so
+	// a caller can check that every acknowledged event arrived.
+	TrackEvents bool
 }
 
 // Stats is a snapshot of what the sink has seen.
@@ -65,6 +73,8 @@ type shard struct {
 	mu sync.Mutex
 	// ids holds the state of each delivery id seen; guarded by mu.
 	ids map[string]uint8
+	// events holds the event ids of unique deliveries (Config.TrackEvents); guarded by mu.
+	events map[string]struct{}
 }
 
 // Server is a running sink.
@@ -86,6 +96,7 @@ type Server struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	bufs      sync.Pool
+	pathIDs   sync.Map // path -> *atomic.Uint64: new ids per path (FailPerPath)
 }
 
 // Start listens and serves until Close.
@@ -107,6 +118,7 @@ func Start(cfg Config) (*Server, error) {
 	s.lat.Store(latency.New())
 	for i := range s.shards {
 		s.shards[i].ids = make(map[string]uint8)
+		s.shards[i].events = make(map[string]struct{})
 	}
 	s.bufs.New = func() any { return new(bytes.Buffer) }
 	s.url = "http://" + ln.Addr().String()
@@ -146,11 +158,13 @@ func (s *Server) Reset() {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		sh.ids = make(map[string]uint8)
+		sh.events = make(map[string]struct{})
 		sh.mu.Unlock()
 	}
 	for _, c := range []*atomic.Uint64{&s.requests, &s.unique, &s.dups, &s.failed, &s.hung, &s.conns, &s.newIDs} {
 		c.Store(0)
 	}
+	s.pathIDs.Clear()
 	s.firstAt.Store(0)
 	s.lastAt.Store(0)
 	s.maxInFlight.Store(s.inFlight.Load())
@@ -199,10 +213,41 @@ func (s *Server) WaitUnique(ctx context.Context, n uint64) (uint64, error) {
 	}
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet && r.URL.Path == "/_stats" {
+// EventIDs returns the event ids of the unique deliveries seen (empty unless Config.TrackEvents).
+func (s *Server) EventIDs() []string {
+	var out []string
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for id := range sh.events {
+			out = append(out, id)
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// control answers the sink's own routes (not counted as deliveries); false for any other request.
+func (s *Server) control(w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/_stats":
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(s.Stats())
+	case r.Method == http.MethodGet && r.URL.Path == "/_unique":
+		io.WriteString(w, strconv.FormatUint(s.unique.Load(), 10))
+	case r.Method == http.MethodPost && r.URL.Path == "/_reset":
+		s.Reset()
+	case r.Method == http.MethodGet && r.URL.Path == "/_events":
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.EventIDs())
+	default:
+		return false
+	}
+	return true
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Path) > 1 && r.URL.Path[1] == '_' && s.control(w, r) {
 		return
 	}
 	s.requests.Add(1)
@@ -252,7 +297,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sh := &s.shards[maphash.String(s.seed, id)%numShards]
 	sh.mu.Lock()
 	st, seen := sh.ids[id]
-	if !seen && s.failFirst(id) {
+	if !seen && s.failFirst(id, r.URL.Path) {
 		sh.ids[id] = stateFailed
 		sh.mu.Unlock()
 		s.failed.Add(1)
@@ -261,6 +306,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sh.ids[id] = stateDelivered
+	if st != stateDelivered && s.cfg.TrackEvents {
+		sh.events[r.Header.Get("X-Sluice-Event-Id")] = struct{}{}
+	}
 	sh.mu.Unlock()
 	if st == stateDelivered {
 		s.dups.Add(1)
@@ -271,7 +319,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // failFirst decides, once per new delivery id, whether its first attempt fails.
-func (s *Server) failFirst(id string) bool {
+func (s *Server) failFirst(id, path string) bool {
 	share := s.cfg.FailFirstShare
 	if share <= 0 {
 		return false
@@ -279,7 +327,12 @@ func (s *Server) failFirst(id string) bool {
 	if s.cfg.FailRandom {
 		return float64(maphash.String(s.seed, "fail:"+id)) < share*float64(^uint64(0))
 	}
-	n := s.newIDs.Add(1) // 1-based; fail when the running share crosses an integer
+	ctr := &s.newIDs
+	if s.cfg.FailPerPath {
+		v, _ := s.pathIDs.LoadOrStore(path, new(atomic.Uint64))
+		ctr = v.(*atomic.Uint64)
+	}
+	n := ctr.Add(1) // 1-based; fail when the running share crosses an integer
 	return uint64(float64(n)*share) > uint64(float64(n-1)*share)
 }
 

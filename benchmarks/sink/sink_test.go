@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -146,5 +147,77 @@ func TestResetForgetsIDsAndCounts(t *testing.T) {
 	post(t, s.URL(), "a", `{}`)
 	if st := s.Stats(); st.Unique != 1 || st.Duplicates != 0 || st.Requests != 1 || s.Latency().Count() != 0 {
 		t.Fatalf("after reset: %+v", st)
+	}
+}
+
+func postPath(t *testing.T, url, path, id string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url+path, strings.NewReader(`{}`))
+	req.Header.Set(HeaderDeliveryID, id)
+	req.Header.Set("X-Sluice-Event-Id", "ev-"+id)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestFailPerPathKeepsEachEndpointsPatternRegular(t *testing.T) {
+	s := start(t, Config{FailFirstShare: 0.8, FailPerPath: true})
+	// Two endpoints interleaved unevenly: each still sees at most 4 failures in a row.
+	run := map[string]int{}
+	worst := 0
+	for i := range 200 {
+		path := "/a"
+		if i%3 == 0 {
+			path = "/b"
+		}
+		if postPath(t, s.URL(), path, fmt.Sprint("d", i)) == 500 {
+			run[path]++
+			worst = max(worst, run[path])
+		} else {
+			run[path] = 0
+		}
+	}
+	if worst != 4 {
+		t.Fatalf("longest run of failures on one path %d, want 4", worst)
+	}
+	if st := s.Stats(); st.InjectedFailures != 106+53 { // 133 ids on /a, 67 on /b
+		t.Fatalf("injected %d failures of 200 first attempts, want 159", st.InjectedFailures)
+	}
+}
+
+func TestControlRoutesAndEventTracking(t *testing.T) {
+	s := start(t, Config{TrackEvents: true})
+	for _, id := range []string{"x", "y", "x"} {
+		postPath(t, s.URL(), "/hook", id)
+	}
+	get := func(path string) string {
+		resp, err := http.Get(s.URL() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		io.Copy(&b, resp.Body)
+		return strings.TrimSpace(b.String())
+	}
+	if got := get("/_unique"); got != "2" {
+		t.Fatalf("/_unique %q, want 2", got)
+	}
+	if got := get("/_events"); !strings.Contains(got, `"ev-x"`) || !strings.Contains(got, `"ev-y"`) {
+		t.Fatalf("/_events %s", got)
+	}
+	if st := s.Stats(); st.Requests != 3 {
+		t.Fatalf("control routes were counted: %+v", st)
+	}
+	resp, err := http.Post(s.URL()+"/_reset", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := get("/_unique"); got != "0" || len(s.EventIDs()) != 0 {
+		t.Fatalf("after reset: unique %s, events %v", got, s.EventIDs())
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,9 +33,18 @@ type options struct {
 	updateDocs string
 	keepData   bool
 	failRandom bool
+	profile    bool
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == sinkChildFlag {
+		sinkChild(os.Args[2])
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == wheelChildFlag {
+		wheelChild(os.Args[2])
+		return
+	}
 	var o options
 	var list bool
 	var sc, render string
@@ -46,6 +56,7 @@ func main() {
 	flag.StringVar(&o.updateDocs, "update-docs", "auto", "rewrite the docs table: auto (full standard runs only), yes or no")
 	flag.BoolVar(&o.keepData, "keep-data", false, "keep each sluice data directory and log (printed at the end)")
 	flag.BoolVar(&o.failRandom, "failing-random", false, "failing-endpoint: pick failing delivery ids at random (lets the circuit breaker open) instead of evenly spaced")
+	flag.BoolVar(&o.profile, "profile", false, "serve pprof on every node and take a CPU profile of the server during each scenario's main case (files under <out>/profiles/)")
 	flag.BoolVar(&list, "list", false, "list the scenarios and exit")
 	flag.StringVar(&render, "render", "", "rewrite the docs table from this results JSON instead of running anything")
 	flag.Parse()
@@ -134,6 +145,14 @@ type runner struct {
 
 	upstream  map[int]*loadgen.Result // by connection count
 	egress100 *Case                   // scenario 3's 100-endpoint case
+	// e2eHTTP is this run's closed-loop end-to-end rate with HTTP ingest (e2e-tcp), 0 if not measured:
+	// e2e-fixed-rate adds a case at half of it (the issue's latency target).
+	e2eHTTP float64
+	// profileDir is where -profile writes profiles.
+	profileDir string
+	// clusterProj and clusterEndpoint are the three-node deployment's project and active endpoint.
+	clusterProj     *harness.Project
+	clusterEndpoint string
 }
 
 func run(ctx context.Context, o options) error {
@@ -149,17 +168,25 @@ func run(ctx context.Context, o options) error {
 	if o.quick {
 		r.plan = quickPlan()
 	}
+	commit, dirty := gitCommit()
 	r.rep = &Report{
 		Date:       started.Format("2006-01-02"),
 		StartedAt:  started.UTC().Format(time.RFC3339),
 		Quick:      o.quick,
-		Commit:     gitCommit(),
+		Commit:     commit,
+		DirtyPaths: dirty,
 		Binary:     version,
 		GoVersion:  runtime.Version(),
 		CPUs:       runtime.NumCPU(),
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		LoadStart:  loadAvg(),
 		PayloadB:   r.plan.Payload,
+	}
+	if o.profile {
+		r.profileDir = filepath.Join(o.outDir, "profiles", runName(r.rep.Date, o))
+		if err := os.MkdirAll(r.profileDir, 0o755); err != nil {
+			return err
+		}
 	}
 	selected := o.scenarios
 	if len(selected) == 0 {
@@ -220,13 +247,7 @@ func run(ctx context.Context, o options) error {
 	r.rep.TotalS = round(time.Since(started).Seconds(), 1)
 
 	partial := len(o.scenarios) > 0
-	name := r.rep.Date
-	if o.quick {
-		name += "-quick"
-	}
-	if partial {
-		name += "-partial"
-	}
+	name := runName(r.rep.Date, o)
 	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
 		return err
 	}
@@ -235,7 +256,8 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	logf("wrote %s", out)
-	if o.updateDocs == "yes" || (o.updateDocs == "auto" && !o.quick && !partial && ctx.Err() == nil) {
+	// A profiled run is perturbed by the profiling: it never replaces the published table by itself.
+	if o.updateDocs == "yes" || (o.updateDocs == "auto" && !o.quick && !partial && !o.profile && ctx.Err() == nil) {
 		if err := updateDocs(o.docPath, r.rep, filepath.ToSlash(out)); err != nil {
 			return err
 		}
@@ -248,20 +270,42 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
+// runName names a run's results: <date>, then -quick, -partial (a subset of scenarios), -profile.
+func runName(date string, o options) string {
+	name := date
+	if o.quick {
+		name += "-quick"
+	}
+	if len(o.scenarios) > 0 {
+		name += "-partial"
+	}
+	if o.profile {
+		name += "-profile"
+	}
+	return name
+}
+
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func gitCommit() string {
-	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+// gitCommit is `git rev-parse --short HEAD`, with "-dirty" when tracked files differ from HEAD, and
+// those files.
+func gitCommit() (string, []string) {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
-		return "unknown"
+		return "unknown", nil
 	}
 	c := strings.TrimSpace(string(out))
-	if err := exec.Command("git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)benchmarks", ":(exclude)docs").Run(); err != nil {
-		c += "+dirty"
+	out, err = exec.Command("git", "diff", "--name-only", "HEAD").Output()
+	if err != nil {
+		return c, nil
 	}
-	return c
+	paths := strings.Fields(string(out))
+	if len(paths) > 0 {
+		c += "-dirty"
+	}
+	return c, paths
 }
 
 func binVersion(bin string) string {
@@ -296,10 +340,19 @@ type scenarioRun struct {
 	closers []func()
 	// exitedEarly is set when a server had exited before the scenario stopped it.
 	exitedEarly bool
+	profiles    sync.WaitGroup
+	mu          sync.Mutex // guards res.Profiles
 }
 
-func (sc *scenarioRun) startSluice() (*harness.Sluice, error) {
-	s, err := harness.Start(sc.r.ctx, harness.Options{Bin: sc.r.opts.bin, KeepData: sc.r.opts.keepData})
+// startSluice starts a node with the run's binary; opts may set anything but Bin and KeepData.
+func (sc *scenarioRun) startSluice(opts ...harness.Options) (*harness.Sluice, error) {
+	var o harness.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.Bin, o.KeepData = sc.r.opts.bin, sc.r.opts.keepData
+	o.Pprof = o.Pprof || sc.r.opts.profile
+	s, err := harness.Start(sc.r.ctx, o)
 	if err != nil {
 		return nil, err
 	}
@@ -331,6 +384,7 @@ func (sc *scenarioRun) stopSluice(s *harness.Sluice) {
 func (sc *scenarioRun) onClose(f func()) { sc.closers = append(sc.closers, f) }
 
 func (sc *scenarioRun) stopAll() {
+	sc.profiles.Wait()
 	for len(sc.sluices) > 0 {
 		sc.stopSluice(sc.sluices[0])
 	}
@@ -341,6 +395,9 @@ func (sc *scenarioRun) stopAll() {
 }
 
 func (sc *scenarioRun) add(c *Case) {
+	if c.Commit == "" {
+		c.Commit = sc.r.rep.Commit
+	}
 	sc.res.Cases = append(sc.res.Cases, c)
 	logf("   %s", c.line())
 }

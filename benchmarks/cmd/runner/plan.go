@@ -26,7 +26,44 @@ type plan struct {
 	E2EDur     time.Duration
 
 	Warmup time.Duration
+
+	// ingest-tcp: each case is measured right after an ingest-http run at 64 clients on the same node
+	// (TCPBaselineDur), its same-run baseline.
+	TCPCases       []tcpCase
+	TCPDur         time.Duration
+	TCPMax         int
+	TCPBaselineDur time.Duration
+
+	// e2e-tcp: E2EEvents published as fast as TCP (E2ETCP) or HTTP (64 clients) allow, all delivered.
+	E2EEvents int
+	E2ETCP    tcpCase
+
+	// cluster: TCP publishing to the leader and an e2e burst, single node then three nodes; failover
+	// under FailoverDepth publishes in flight per node, the leader killed after FailoverBefore.
+	ClusterIngestDur time.Duration
+	ClusterE2EEvents int
+	FailoverBefore   time.Duration
+	FailoverAfter    time.Duration
+	FailoverDepth    int
+
+	// scheduler-scale: deliveries pending retry, built by broadcasts to SchedEndpoints endpoints whose
+	// sink fails two in three first attempts, up to SchedTarget or for at most SchedBuild.
+	SchedTarget    int
+	SchedBuild     time.Duration
+	SchedEndpoints int
+
+	// backlog-growth: e2e at BacklogRate (open loop, BacklogDur) and a closed-loop burst of
+	// BacklogE2E events, with an empty store and after storing up to BacklogTarget events (at most
+	// BacklogFill of publishing).
+	BacklogTarget int
+	BacklogFill   time.Duration
+	BacklogRate   float64
+	BacklogDur    time.Duration
+	BacklogE2E    int
 }
+
+// tcpCase is a TCP ingest load shape: connections × publishes in flight on each.
+type tcpCase struct{ Conns, Depth int }
 
 type egressCase struct {
 	Endpoints int
@@ -49,8 +86,32 @@ func standardPlan() plan {
 		FailingEvents: 2_000,
 		E2ERates:      []float64{1_000, 5_000},
 		E2EStretch:    []float64{10_000},
-		E2EDur:        15 * time.Second,
+		E2EDur:        10 * time.Second,
 		Warmup:        time.Second,
+
+		TCPCases:       []tcpCase{{1, 1}, {1, 64}, {4, 64}, {4, 1024}, {16, 1024}},
+		TCPDur:         5 * time.Second,
+		TCPMax:         2_000_000,
+		TCPBaselineDur: 2 * time.Second,
+
+		E2EEvents: 30_000,
+		E2ETCP:    tcpCase{4, 256},
+
+		ClusterIngestDur: 5 * time.Second,
+		ClusterE2EEvents: 15_000,
+		FailoverBefore:   2 * time.Second,
+		FailoverAfter:    6 * time.Second,
+		FailoverDepth:    16,
+
+		SchedTarget:    1_000_000,
+		SchedBuild:     50 * time.Second,
+		SchedEndpoints: 50,
+
+		BacklogTarget: 1_000_000,
+		BacklogFill:   45 * time.Second,
+		BacklogRate:   2_000,
+		BacklogDur:    8 * time.Second,
+		BacklogE2E:    20_000,
 	}
 }
 
@@ -58,17 +119,41 @@ func quickPlan() plan {
 	return plan{
 		Payload:       1024,
 		UpstreamConns: []int{1, 16, 32, 64},
-		UpstreamDur:   1500 * time.Millisecond,
+		UpstreamDur:   time.Second,
 		BaselineDur:   time.Second,
 		IngestClients: []int{1, 16, 64},
-		IngestDur:     2500 * time.Millisecond,
+		IngestDur:     1500 * time.Millisecond,
 		IngestMax:     100_000,
 		Egress:        []egressCase{{1, 4_000, 0}, {100, 40, 0}},
 		DrainTimeout:  30 * time.Second,
 		SlowEvents:    640,
 		FailingEvents: 400,
-		E2ERates:      []float64{1_000, 5_000},
-		E2EDur:        3 * time.Second,
+		E2ERates:      []float64{1_000},
+		E2EDur:        2 * time.Second,
 		Warmup:        500 * time.Millisecond,
+
+		TCPCases:       []tcpCase{{1, 1}, {4, 1024}},
+		TCPDur:         1500 * time.Millisecond,
+		TCPMax:         500_000,
+		TCPBaselineDur: time.Second,
+
+		E2EEvents: 2_000,
+		E2ETCP:    tcpCase{4, 256},
+
+		ClusterIngestDur: time.Second,
+		ClusterE2EEvents: 2_000,
+		FailoverBefore:   time.Second,
+		FailoverAfter:    2500 * time.Millisecond,
+		FailoverDepth:    8,
+
+		SchedTarget:    8_000,
+		SchedBuild:     4 * time.Second,
+		SchedEndpoints: 50,
+
+		BacklogTarget: 30_000,
+		BacklogFill:   2 * time.Second,
+		BacklogRate:   1_000,
+		BacklogDur:    time.Second,
+		BacklogE2E:    1_500,
 	}
 }

@@ -16,11 +16,15 @@ import (
 
 // Report is one run, as written to benchmarks/results/<date>.json.
 type Report struct {
-	Date       string   `json:"date"`
-	StartedAt  string   `json:"started_at"`
-	Quick      bool     `json:"quick"`
-	Selected   []string `json:"selected"`
-	Commit     string   `json:"commit"` // "+dirty" when files outside benchmarks/ and docs/ differ from HEAD
+	Date      string   `json:"date"`
+	StartedAt string   `json:"started_at"`
+	Quick     bool     `json:"quick"`
+	Selected  []string `json:"selected"`
+	// Commit is `git rev-parse --short HEAD`, with "-dirty" when tracked files differ from HEAD
+	// (DirtyPaths lists them: on a shared checkout they are often other people's work in progress; the
+	// binary's own version string is in Binary).
+	Commit     string   `json:"commit"`
+	DirtyPaths []string `json:"dirty_paths,omitempty"`
 	Binary     string   `json:"binary"`
 	GoVersion  string   `json:"go_version"`
 	CPUs       int      `json:"cpus"`
@@ -51,6 +55,28 @@ type ScenarioResult struct {
 	Notes     []string             `json:"notes,omitempty"`
 	Error     string               `json:"error,omitempty"`
 	Processes []harness.StopReport `json:"sluice_processes,omitempty"`
+	// Profiles are CPU profiles of the server taken during the scenario (-profile).
+	Profiles []ProfileSummary `json:"profiles,omitempty"`
+}
+
+// ProfileSummary is one CPU profile: where it is and its top functions by flat and cumulative time.
+type ProfileSummary struct {
+	Case    string   `json:"case"`
+	File    string   `json:"file"`
+	Seconds int      `json:"seconds"`
+	TopFlat []string `json:"top_flat,omitempty"`
+	TopCum  []string `json:"top_cum,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// Target is the issue's target for a case and whether this run met it.
+type Target struct {
+	Text string `json:"text"` // e.g. "ratio ≥ 3"
+	Met  bool   `json:"met"`
+	// Miss is how far off a missed target is, as a share of the target (e.g. -0.31).
+	Miss float64 `json:"miss,omitempty"`
+	// Extrapolated is set when the figure compared is projected from a smaller N.
+	Extrapolated bool `json:"extrapolated,omitempty"`
 }
 
 // Case is one measured figure with its same-run baseline.
@@ -72,6 +98,37 @@ type Case struct {
 	Sink        *sink.Stats      `json:"sink,omitempty"`
 	// MetricsDelta is the change of selected /metrics series over the measurement.
 	MetricsDelta map[string]float64 `json:"metrics_delta,omitempty"`
+
+	// Cost, on every row: CPU seconds per 1,000 events (CostEvents: the events, deliveries or requests
+	// of the case) for Sluice (all nodes) and for the sink process, Sluice's peak RSS during the case
+	// (the largest node's), and the commit measured.
+	CostEvents     float64  `json:"cost_events,omitempty"`
+	SluiceCPUPer1k *float64 `json:"sluice_cpu_s_per_1k,omitempty"`
+	SinkCPUPer1k   *float64 `json:"sink_cpu_s_per_1k,omitempty"`
+	PeakRSSMB      float64  `json:"sluice_peak_rss_mb,omitempty"`
+	Commit         string   `json:"commit"`
+	// Target is the issue's target for this case, when it has one.
+	Target *Target `json:"target,omitempty"`
+}
+
+// atLeast records a target "figure ≥ want" on the case's ratio (ratio true) or value.
+func (c *Case) atLeast(text string, want float64, ratio bool) {
+	got := c.Value
+	if ratio {
+		got = c.Ratio
+	}
+	c.Target = &Target{Text: text, Met: got >= want}
+	if !c.Target.Met && want != 0 {
+		c.Target.Miss = round(got/want-1, 3)
+	}
+}
+
+// atMost records a target "figure ≤ want" on got.
+func (c *Case) atMost(text string, got, want float64) {
+	c.Target = &Target{Text: text, Met: got <= want}
+	if !c.Target.Met && want != 0 {
+		c.Target.Miss = round(got/want-1, 3)
+	}
 }
 
 // Metric is a secondary figure of a case.
@@ -109,8 +166,40 @@ func (c *Case) line() string {
 	if c.CPU != nil {
 		s += fmt.Sprintf("  cores: sluice %.2f runner %.2f others %.2f", c.CPU.Sluice, c.CPU.Runner, c.CPU.Others)
 	}
+	if c.SluiceCPUPer1k != nil || c.SinkCPUPer1k != nil {
+		s += "  CPU s/1k: " + costText(c)
+	}
+	if c.PeakRSSMB > 0 {
+		s += fmt.Sprintf("  peak RSS %s MB", num(c.PeakRSSMB))
+	}
+	if c.Target != nil {
+		s += "  target " + targetText(c.Target)
+	}
 	if !c.Complete {
 		s += "  [INCOMPLETE]"
+	}
+	return s
+}
+
+func costText(c *Case) string {
+	f := func(p *float64) string {
+		if p == nil {
+			return "–"
+		}
+		return num(*p)
+	}
+	return f(c.SluiceCPUPer1k) + " / " + f(c.SinkCPUPer1k)
+}
+
+func targetText(t *Target) string {
+	s := t.Text + ": "
+	if t.Met {
+		s += "met"
+	} else {
+		s += fmt.Sprintf("**missed** (%+.0f%%)", 100*t.Miss)
+	}
+	if t.Extrapolated {
+		s += ", extrapolated"
 	}
 	return s
 }
@@ -174,12 +263,20 @@ func markdownTable(rep *Report) string {
 		fmt.Fprintf(&b, " The upstream ceiling (%d conns) moved from %s/s at the start to %s/s at the end (%+.0f%%): read ratios with that much doubt.",
 			d.Conns, num(d.StartPerS), num(d.EndPerS), 100*d.Change)
 	}
+	if n := len(rep.DirtyPaths); n > 0 {
+		shown := rep.DirtyPaths[:min(n, 6)]
+		more := ""
+		if n > len(shown) {
+			more = fmt.Sprintf(" and %d more", n-len(shown))
+		}
+		fmt.Fprintf(&b, " *-dirty*: tracked files differed from the commit when the run started: `%s`%s.", strings.Join(shown, "`, `"), more)
+	}
 	b.WriteString("\n\n")
-	b.WriteString("| scenario | case | figure | value | same-run baseline | ratio | latency p50 / p99 / p999 (ms) | also measured |\n")
-	b.WriteString("|---|---|---|---:|---|---:|---|---|\n")
+	b.WriteString("| scenario | case | figure | value | same-run baseline | ratio | issue target | latency p50 / p99 / p999 (ms) | CPU s per 1k events: sluice / sink | sluice peak RSS (MB) | also measured | commit |\n")
+	b.WriteString("|---|---|---|---:|---|---:|---|---|---|---:|---|---|\n")
 	for _, s := range rep.Scenarios {
 		if s.Error != "" {
-			fmt.Fprintf(&b, "| %s | **failed** | %s | | | | | |\n", s.Name, mdEscape(s.Error))
+			fmt.Fprintf(&b, "| %s | **failed** | %s | | | | | | | | | |\n", s.Name, mdEscape(s.Error))
 		}
 		for _, c := range s.Cases {
 			base, ratio := "", ""
@@ -202,7 +299,18 @@ func markdownTable(rep *Report) string {
 			if !c.Complete {
 				val += " (incomplete)"
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", s.Name, c.Name, c.Figure, val, base, ratio, lat, strings.Join(also, "; "))
+			target, cost, rss := "", "", ""
+			if c.Target != nil {
+				target = targetText(c.Target)
+			}
+			if c.SluiceCPUPer1k != nil || c.SinkCPUPer1k != nil {
+				cost = costText(c)
+			}
+			if c.PeakRSSMB > 0 {
+				rss = num(c.PeakRSSMB)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s.Name, c.Name, c.Figure, val, base, ratio,
+				target, lat, cost, rss, mdEscape(strings.Join(also, "; ")), c.Commit)
 		}
 	}
 	var notes []string
@@ -213,6 +321,11 @@ func markdownTable(rep *Report) string {
 		for i, p := range s.Processes {
 			if p.ExitedEarly != "" {
 				notes = append(notes, fmt.Sprintf("- **%s** (sluice process %d): had exited before the scenario stopped it: %s", s.Name, i+1, p.ExitedEarly))
+			}
+			if p.Killed {
+				notes = append(notes, fmt.Sprintf("- **%s** (sluice process %d): killed with SIGKILL by the scenario; %d WARN and %d ERROR log lines after start-up%s",
+					s.Name, i+1, p.WarnLines, p.ErrorLines, sampleText(p.Samples)))
+				continue
 			}
 			if !p.Clean || p.ErrorLines > 0 || p.WarnLines > 0 {
 				notes = append(notes, fmt.Sprintf("- **%s** (sluice process %d): shutdown clean=%v in %.1f s; %d WARN and %d ERROR log lines after start-up%s",

@@ -41,7 +41,7 @@ func TestScenarioTable(t *testing.T) {
 		}
 		seen[s.name] = true
 	}
-	for _, want := range []string{"upstream", "ingest-http", "egress", "slow-endpoint", "failing-endpoint", "e2e-fixed-rate", "noisy-neighbour"} {
+	for _, want := range []string{"upstream", "ingest-http", "ingest-tcp", "egress", "slow-endpoint", "failing-endpoint", "e2e-tcp", "e2e-fixed-rate", "noisy-neighbour", "backlog-growth", "scheduler-scale", "cluster"} {
 		if !seen[want] {
 			t.Errorf("scenario %s missing", want)
 		}
