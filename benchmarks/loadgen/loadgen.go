@@ -174,10 +174,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.FirstError = r.firstErr
 	r.mu.Unlock()
+	res.finish(ctx.Err(), cfg.MaxRequests, cfg.Rate, cfg.Duration, processCPU()-cpu0, r.hist, r.svc)
+	return res, ctx.Err()
+}
+
+// finish fills the figures every run reports the same way, HTTP or TCP: why it stopped, the rates,
+// client CPU per request and the latency summaries.
+func (res *Result) finish(ctxErr error, maxRequests int, rate float64, duration, cpuUsed time.Duration, hist, svc *latency.Histogram) {
 	switch {
-	case ctx.Err() != nil:
+	case ctxErr != nil:
 		res.StoppedBy = "context"
-	case res.Sent >= uint64(cfg.MaxRequests):
+	case res.Sent >= uint64(maxRequests):
 		res.StoppedBy = "count"
 	default:
 		res.StoppedBy = "time"
@@ -185,16 +192,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if res.ElapsedS > 0 {
 		res.PerSecond = float64(res.OK) / res.ElapsedS
 	}
-	if cfg.Rate > 0 {
-		window := min(cfg.Duration.Seconds(), float64(cfg.MaxRequests)/cfg.Rate)
+	if rate > 0 {
+		window := min(duration.Seconds(), float64(maxRequests)/rate)
 		res.Achieved = float64(res.OK) / max(window, res.ElapsedS)
 	}
 	if res.Sent > 0 {
-		res.ClientCPUPerReqUS = (processCPU() - cpu0).Seconds() * 1e6 / float64(res.Sent)
+		res.ClientCPUPerReqUS = cpuUsed.Seconds() * 1e6 / float64(res.Sent)
 	}
-	res.Latency = r.hist.Summary()
-	res.ServiceLatency = r.svc.Summary()
-	return res, ctx.Err()
+	res.Latency = hist.Summary()
+	res.ServiceLatency = svc.Summary()
 }
 
 type run struct {

@@ -158,26 +158,7 @@ func RunTCP(ctx context.Context, cfg TCPConfig) (*Result, error) {
 	r.mu.Lock()
 	res.FirstError = r.firstErr
 	r.mu.Unlock()
-	switch {
-	case ctx.Err() != nil:
-		res.StoppedBy = "context"
-	case res.Sent >= uint64(cfg.MaxRequests):
-		res.StoppedBy = "count"
-	default:
-		res.StoppedBy = "time"
-	}
-	if res.ElapsedS > 0 {
-		res.PerSecond = float64(res.OK) / res.ElapsedS
-	}
-	if cfg.Rate > 0 {
-		window := min(cfg.Duration.Seconds(), float64(cfg.MaxRequests)/cfg.Rate)
-		res.Achieved = float64(res.OK) / max(window, res.ElapsedS)
-	}
-	if res.Sent > 0 {
-		res.ClientCPUPerReqUS = (processCPU() - cpu0).Seconds() * 1e6 / float64(res.Sent)
-	}
-	res.Latency = r.hist.Summary()
-	res.ServiceLatency = r.svc.Summary()
+	res.finish(ctx.Err(), cfg.MaxRequests, cfg.Rate, cfg.Duration, processCPU()-cpu0, r.hist, r.svc)
 	return res, ctx.Err()
 }
 
