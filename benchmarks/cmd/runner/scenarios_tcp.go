@@ -14,6 +14,21 @@ import (
 
 // ---- shared: an endpoint set-up and an end-to-end burst ----
 
+// startTCPNode starts a node with TCP ingest and a plain sink, and creates a project with one endpoint
+// on that sink (see setupEndpoint): the set-up of every TCP scenario.
+func startTCPNode(sc *scenarioRun, name string, paused bool) (*harness.Sluice, *sinkProc, *harness.Project, string, error) {
+	s, err := sc.startSluice(harness.Options{TCP: true})
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	sk, err := startSink(sc, sinkSpec{})
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	proj, eid, err := setupEndpoint(sc.r.ctx, s, sk, name, paused)
+	return s, sk, proj, eid, err
+}
+
 // setupEndpoint creates a project on s and one endpoint on sk subscribed to eventType (paused when
 // paused is set); it returns the project and the endpoint id.
 func setupEndpoint(ctx context.Context, s *harness.Sluice, sk *sinkProc, name string, paused bool) (*harness.Project, string, error) {
@@ -138,15 +153,7 @@ func dirSize(dir string) int64 {
 
 func runIngestTCP(r *runner, sc *scenarioRun) error {
 	ctx := r.ctx
-	s, err := sc.startSluice(harness.Options{TCP: true})
-	if err != nil {
-		return err
-	}
-	sk, err := startSink(sc, sinkSpec{})
-	if err != nil {
-		return err
-	}
-	proj, eid, err := setupEndpoint(ctx, s, sk, "bench-ingest-tcp", true)
+	s, sk, proj, eid, err := startTCPNode(sc, "bench-ingest-tcp", true)
 	if err != nil {
 		return err
 	}
@@ -223,16 +230,7 @@ func runIngestTCP(r *runner, sc *scenarioRun) error {
 // ---- e2e-tcp ----
 
 func runE2ETCP(r *runner, sc *scenarioRun) error {
-	ctx := r.ctx
-	s, err := sc.startSluice(harness.Options{TCP: true})
-	if err != nil {
-		return err
-	}
-	sk, err := startSink(sc, sinkSpec{})
-	if err != nil {
-		return err
-	}
-	proj, eid, err := setupEndpoint(ctx, s, sk, "bench-e2e-tcp", false)
+	s, sk, proj, eid, err := startTCPNode(sc, "bench-e2e-tcp", false)
 	if err != nil {
 		return err
 	}
@@ -282,15 +280,7 @@ func runE2ETCP(r *runner, sc *scenarioRun) error {
 
 func runBacklogGrowth(r *runner, sc *scenarioRun) error {
 	ctx := r.ctx
-	s, err := sc.startSluice(harness.Options{TCP: true})
-	if err != nil {
-		return err
-	}
-	sk, err := startSink(sc, sinkSpec{})
-	if err != nil {
-		return err
-	}
-	proj, eid, err := setupEndpoint(ctx, s, sk, "bench-backlog", false)
+	s, sk, proj, eid, err := startTCPNode(sc, "bench-backlog", false)
 	if err != nil {
 		return err
 	}
