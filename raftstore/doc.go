@@ -8,7 +8,7 @@ Callers build a Command (a type, a JSON Meta and an optional Blob of bytes that 
 re-encoded, such as an event's data, compressed once at ingest with s2) and call Store.Propose. The
 proposer packs concurrent proposals into one Raft entry: while MaxInFlight entries are between
 raft.Apply and FSM apply, new proposals accumulate into the next batch (bounded by MaxBatchBytes,
-1 MiB, and MaxBatchCommands). Batching therefore comes from load and adds no latency when idle, and
+4 MiB, and MaxBatchCommands). Batching therefore comes from load and adds no latency when idle, and
 raft's own leader loop puts every entry queued meanwhile into one synced StoreLogs call, so fsyncs per
 command fall far below one under concurrency. Propose returns after the command is committed on a
 quorum and applied on this node; its Result carries the command's deterministic outcome.
