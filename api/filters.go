@@ -87,7 +87,9 @@ func (s *Server) sweepCaches() {
 func (s *Server) subscriptionMatcher(ev *model.Event, data []byte) func(*model.Subscription) bool {
 	var doc *model.FilterDoc
 	return func(sub *model.Subscription) bool {
-		if ev.SourceID != "" && sub.SourceID != ev.SourceID {
+		// A source's events go only to that source's subscriptions. Subscriptions of outgoing
+		// projects name no source, so a broker source's events there reach all of them.
+		if ev.SourceID != "" && sub.SourceID != "" && sub.SourceID != ev.SourceID {
 			return false
 		}
 		if !sub.Matches(ev.EventType) {

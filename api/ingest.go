@@ -96,6 +96,9 @@ func (s *Server) compiledSource(src *model.Source) (*incoming.Source, error) {
 
 func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	src := s.st.SourceByMask(r.PathValue("maskID"))
+	if src != nil && src.Type != model.SourceHTTP {
+		src = nil // a broker source is consumed, never posted to
+	}
 	if src == nil {
 		s.inc.unknownMask.Add(1)
 		writeJSON(w, http.StatusNotFound, "no source at this URL", nil)

@@ -29,6 +29,14 @@ type Config struct {
 	OnPublish func(projectID string)
 	// Series, when set, is this node's per-minute delivery series, shown by GET …/stats/deliveries.
 	Series *DeliverySeries
+	// Brokers validates broker sources (kafka, nats, ...) when they are saved; nil: this node
+	// accepts none.
+	Brokers BrokerChecker
+}
+
+// BrokerChecker validates a broker source's settings (broker.Registry).
+type BrokerChecker interface {
+	Check(src *model.Source) error
 }
 
 // Server serves the REST API from a replicated store.
@@ -101,6 +109,8 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET "+p+"/sources/{sourceID}", proj(s.getSource))
 	s.mux.HandleFunc("PUT "+p+"/sources/{sourceID}", proj(s.updateSource))
 	s.mux.HandleFunc("DELETE "+p+"/sources/{sourceID}", proj(s.deleteSource))
+	s.mux.HandleFunc("GET "+p+"/sources/{sourceID}/dead_letters", proj(s.listDeadLetters))
+	s.mux.HandleFunc("DELETE "+p+"/sources/{sourceID}/dead_letters", proj(s.dropDeadLetters))
 
 	s.mux.HandleFunc("POST "+p+"/events", proj(s.publishHandler(modeEndpoint)))
 	s.mux.HandleFunc("POST "+p+"/events/fanout", proj(s.publishHandler(modeFanout)))

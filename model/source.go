@@ -12,8 +12,10 @@ type Source struct {
 	UID       string `json:"uid"`
 	ProjectID string `json:"project_id"`
 	Name      string `json:"name"`
-	// Type is "http" (the only kind).
+	// Type is "http" (served at /ingest/{mask_id}) or a broker: kafka, nats, amqp, sqs, pubsub.
 	Type string `json:"type"`
+	// Broker is a broker source's connection and message settings (nil for http).
+	Broker *BrokerConfig `json:"broker,omitempty"`
 	// MaskID is the random, unguessable id in the ingest URL.
 	MaskID string `json:"mask_id"`
 	// Provider names a preset (github, stripe, shopify, twilio, standardwebhooks) whose exact

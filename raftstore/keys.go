@@ -30,6 +30,9 @@ import (
 //	'A' pid did aid                attempt                         -> model.Attempt JSON
 //	'H' pid eid                    endpoint health                 -> model.EndpointHealth JSON
 //	'N' pid meta-uid               meta event                      -> model.MetaEvent JSON
+//	'O' pid sid                    incoming or broker source       -> model.Source JSON (sources.go)
+//	'F' pid sid dlid               broker dead letter              -> model.DeadLetter JSON (sources.go)
+//	'L' ...                        portal links (portal.go)
 const (
 	tagMeta         = 'm'
 	tagNode         = 'n'

@@ -21,12 +21,23 @@ import (
 
 // Source command types (from the range reserved for sources). Persisted in the log: never renumber.
 const (
-	CmdPutSource    = cmdRangeSources     // PutSource
-	CmdDeleteSource = cmdRangeSources + 1 // DeleteRef
+	CmdPutSource       = cmdRangeSources     // PutSource
+	CmdDeleteSource    = cmdRangeSources + 1 // DeleteRef
+	CmdPutDeadLetters  = cmdRangeSources + 2 // PutDeadLetters
+	CmdDropDeadLetters = cmdRangeSources + 3 // DeleteRef (ID is the source)
 )
 
-// tagSource is the sources table: 'O' pid sid -> model.Source JSON.
-const tagSource = 'O'
+// tagSource is the sources table: 'O' pid sid -> model.Source JSON. tagDeadLetter holds broker
+// messages that could not become events: 'F' pid sid dlid -> model.DeadLetter JSON.
+const (
+	tagSource     = 'O'
+	tagDeadLetter = 'F'
+)
+
+// PutDeadLetters records malformed broker messages. Ids and times are chosen by the caller.
+type PutDeadLetters struct {
+	Letters []model.DeadLetter `json:"letters"`
+}
 
 // PutSource creates or replaces a source. Create fails if it exists; otherwise it must exist. The
 // mask id, ids and times are chosen by the caller.
@@ -38,7 +49,10 @@ type PutSource struct {
 func init() {
 	registerApplier(CmdPutSource, applyPutSource)
 	registerApplier(CmdDeleteSource, applyDeleteSource)
+	registerApplier(CmdPutDeadLetters, applyPutDeadLetters)
+	registerApplier(CmdDropDeadLetters, applyDropDeadLetters)
 	registerProjectTag(tagSource)
+	registerProjectTag(tagDeadLetter)
 	registerReloader(checkSources)
 }
 
@@ -55,7 +69,9 @@ func applyPutSource(a *applier, c *Command) (Result, error) {
 	if proj == nil {
 		return Result{}, fmt.Errorf("%w: project %s", ErrNotFound, src.ProjectID)
 	}
-	if proj.Type != model.ProjectIncoming {
+	// HTTP sources receive third parties' webhooks, so they belong to incoming projects; a broker
+	// source may feed either kind (an outgoing project fans its messages out to customers).
+	if proj.Type != model.ProjectIncoming && !model.IsBrokerSource(src.Type) {
 		return Result{}, fmt.Errorf("%w: project %s is not an incoming project", ErrBadCmd, src.ProjectID)
 	}
 	sk := key(tagSource, src.ProjectID, src.UID)
@@ -107,6 +123,8 @@ func applyDeleteSource(a *applier, c *Command) (Result, error) {
 		a.b.Delete(key(tagSubscription, d.ProjectID, sid), nil)
 	}
 	a.b.Delete(sk, nil)
+	dl := key(tagDeadLetter, d.ProjectID, d.ID)
+	a.b.DeleteRange(dl, prefixEnd(dl), nil)
 	cat := a.cat
 	a.after = append(a.after, func() {
 		for _, sid := range subs {
@@ -117,6 +135,67 @@ func applyDeleteSource(a *applier, c *Command) (Result, error) {
 		}
 	})
 	return Result{Count: len(subs)}, nil
+}
+
+func applyPutDeadLetters(a *applier, c *Command) (Result, error) {
+	var p PutDeadLetters
+	if err := decode(c, &p); err != nil {
+		return Result{}, err
+	}
+	for i := range p.Letters {
+		l := &p.Letters[i]
+		if len(l.UID) != model.IDLen || l.SourceID == "" {
+			return Result{}, fmt.Errorf("%w: dead letter without id or source", ErrBadCmd)
+		}
+		if !a.exists(key(tagSource, l.ProjectID, l.SourceID)) {
+			return Result{}, fmt.Errorf("%w: source %s", ErrNotFound, l.SourceID)
+		}
+	}
+	for i := range p.Letters {
+		l := &p.Letters[i]
+		a.setJSON(key(tagDeadLetter, l.ProjectID, l.SourceID, l.UID), l)
+	}
+	return Result{Count: len(p.Letters)}, nil
+}
+
+func applyDropDeadLetters(a *applier, c *Command) (Result, error) {
+	var d DeleteRef
+	if err := decode(c, &d); err != nil {
+		return Result{}, err
+	}
+	if !a.exists(key(tagSource, d.ProjectID, d.ID)) {
+		return Result{}, fmt.Errorf("%w: source %s", ErrNotFound, d.ID)
+	}
+	p := key(tagDeadLetter, d.ProjectID, d.ID)
+	a.b.DeleteRange(p, prefixEnd(p), nil)
+	return Result{}, nil
+}
+
+// DeadLetters returns up to limit of a source's dead letters, newest first, starting below the
+// id before (empty: the newest).
+func (s *Store) DeadLetters(pid, sid, before string, limit int) ([]*model.DeadLetter, error) {
+	var out []*model.DeadLetter
+	err := s.st.view(func(db *pebble.DB) error {
+		p := key(tagDeadLetter, pid, sid)
+		hi := prefixEnd(p)
+		if before != "" {
+			hi = key(tagDeadLetter, pid, sid, before)
+		}
+		it, err := db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: hi})
+		if err != nil {
+			return err
+		}
+		defer it.Close()
+		for ok := it.Last(); ok && len(out) < limit; ok = it.Prev() {
+			l := new(model.DeadLetter)
+			if err := json.Unmarshal(it.Value(), l); err != nil {
+				return fmt.Errorf("raftstore: decode dead letter %x: %w", it.Key(), err)
+			}
+			out = append(out, l)
+		}
+		return it.Error()
+	})
+	return out, err
 }
 
 // checkSources fails an open or restore whose source records do not decode, as the catalog does for
@@ -256,6 +335,26 @@ func (s *Store) Sources(pid string) []*model.Source {
 	out := make([]*model.Source, 0, len(idx.byProject[pid]))
 	for _, src := range idx.byProject[pid] {
 		out = append(out, src)
+	}
+	idx.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
+	return out
+}
+
+// BrokerSources returns every broker source of every project (what the leader consumes).
+func (s *Store) BrokerSources() []*model.Source {
+	idx := s.sources()
+	idx.mu.RLock()
+	var out []*model.Source
+	for pid, m := range idx.byProject {
+		if s.Project(pid) == nil {
+			continue
+		}
+		for _, src := range m {
+			if model.IsBrokerSource(src.Type) {
+				out = append(out, src)
+			}
+		}
 	}
 	idx.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })

@@ -78,6 +78,9 @@ func (n *node) writeNodeMetrics(w io.Writer) {
 	writeFamily(w, "sluice_lane_in_flight", "gauge", inflight)
 	writeFamily(w, "sluice_lane_breaker_state", "gauge", breaker)
 	writeIngestMetrics(w, n.api.IngestStats())
+	if b := n.brokers.Load(); b != nil {
+		writeBrokerMetrics(w, b.Stats())
+	}
 }
 
 // sample is one labelled series of a family written at scrape time.

@@ -25,6 +25,7 @@ import (
 	"github.com/sluice-gw/sluice/cluster"
 	"github.com/sluice-gw/sluice/dispatcher"
 	"github.com/sluice-gw/sluice/ingest"
+	"github.com/sluice-gw/sluice/ingest/broker"
 	"github.com/sluice-gw/sluice/model"
 	"github.com/sluice-gw/sluice/netpool"
 	"github.com/sluice-gw/sluice/raftstore"
@@ -124,6 +125,11 @@ func run(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	engineDone := make(chan struct{})
 	go func() { defer close(engineDone); node.engine.Run(engineCtx) }()
 	defer func() { stopEngine(); <-engineDone }()
+	// Broker consumers stop before the engine and the store: their in-flight publishes finish or
+	// are left unacknowledged for the broker to redeliver.
+	brokerCtx, stopBrokers := context.WithCancel(context.Background())
+	waitBrokers := node.startBrokers(brokerCtx)
+	defer func() { stopBrokers(); waitBrokers() }()
 	clusterCtx, stopCluster := context.WithCancel(context.Background())
 	clusterDone := make(chan struct{})
 	go func() { defer close(clusterDone); node.runCluster(clusterCtx) }()
@@ -190,6 +196,9 @@ type node struct {
 
 	// deliveries is the per-minute series the dashboard charts (see dashboard.go).
 	deliveries *api.DeliverySeries
+	// registry holds the broker drivers; brokers runs their consumers (set by startBrokers).
+	registry broker.Registry
+	brokers  atomic.Pointer[broker.Manager] // read by the leadership hook, which may fire first
 }
 
 func parseIPs(list string) ([]netip.Addr, error) {
@@ -208,7 +217,7 @@ func parseIPs(list string) ([]netip.Addr, error) {
 }
 
 func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
-	n := &node{cfg: cfg, log: log, mail: newMailer(cfg.SMTP, log)}
+	n := &node{cfg: cfg, log: log, mail: newMailer(cfg.SMTP, log), registry: brokerRegistry()}
 	ips, err := parseIPs(cfg.EgressIPs)
 	if err != nil {
 		return nil, err
@@ -270,6 +279,9 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 				eng.SetLeader(leader)
 				eng.SetActive(n.member.Dispatching())
 			}
+			if b := n.brokers.Load(); b != nil {
+				b.Poke()
+			}
 		},
 		NodeID:            cfg.NodeID,
 		DataDir:           cfg.DataDir,
@@ -287,7 +299,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	n.store = st
 	n.member.Attach(st)
 	n.deliveries = api.NewDeliverySeries()
-	n.api = api.New(st, api.Config{MaxPayloadBytes: cfg.MaxPayloadBytes, Logger: log, Series: n.deliveries,
+	n.api = api.New(st, api.Config{MaxPayloadBytes: cfg.MaxPayloadBytes, Logger: log, Series: n.deliveries, Brokers: n.registry,
 		OnPublish: func(projectID string) { eventsIngested(projectID, "http").Inc() }})
 	dcfg := dispatcher.DefaultConfig()
 	dcfg.Workers = cfg.Workers
