@@ -301,7 +301,7 @@ func (a *applier) apply(c *Command) Result {
 		}
 	case CmdPublish:
 		var p Publish
-		if err = decode(c, &p); err == nil {
+		if err = decodePublish(c, &p); err == nil {
 			res, err = a.publish(&p, c.Blob)
 		}
 	case CmdResults:
