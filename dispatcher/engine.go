@@ -467,10 +467,7 @@ func (e *Engine) proposeResults() {
 }
 
 func (e *Engine) commitResults(batch []raftstore.AttemptResult) error {
-	cmd, err := raftstore.NewCommand(raftstore.CmdResults, raftstore.Results{Results: batch}, nil)
-	if err != nil {
-		return err
-	}
+	cmd := raftstore.NewResultsCommand(batch)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := e.st.Propose(ctx, cmd)

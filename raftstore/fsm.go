@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -247,6 +249,35 @@ type applier struct {
 	cat   *catalog
 	eff   Effects
 	after []func() // catalog updates, run once the batch is committed
+	// projectsChanged says a command of this batch wrote or deleted a project, so the catalog (which
+	// catches up only after the commit) no longer holds the state commands must see.
+	projectsChanged bool
+	// health holds the endpoint health records a results command updates, written once at its end
+	// rather than once per result.
+	health map[string]*model.EndpointHealth
+	// buf is reused to encode records; pebble copies values on Set.
+	buf []byte
+}
+
+// getDelivery reads a delivery record (binary, or JSON as written by earlier versions).
+func (a *applier) getDelivery(pid, did string, d *model.Delivery) error {
+	val, closer, err := a.b.Get(key(tagDelivery, pid, did))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	if err := decodeDelivery(val, d); err != nil {
+		return fmt.Errorf("raftstore: delivery %s: %w", did, err)
+	}
+	return nil
+}
+
+func (a *applier) putDelivery(d *model.Delivery) {
+	a.buf = appendDelivery(a.buf[:0], d)
+	a.b.Set(key(tagDelivery, d.ProjectID, d.UID), a.buf, nil)
 }
 
 func (a *applier) apply(c *Command) Result {
@@ -294,9 +325,11 @@ func (a *applier) apply(c *Command) Result {
 			res, err = a.publish(&p, c.Blob)
 		}
 	case CmdResults:
-		var r Results
-		if err = decode(c, &r); err == nil {
-			err = a.results(&r)
+		rs, raw, derr := decodeResults(c.Meta)
+		if derr != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrBadCmd, c.Type, derr)
+		} else {
+			err = a.results(rs, raw)
 		}
 	case CmdResend:
 		var r Resend
@@ -467,6 +500,7 @@ func (a *applier) putProject(p *PutProject) error {
 		return fmt.Errorf("%w: project %s", ErrNotFound, p.Project.UID)
 	}
 	a.setJSON(pk, &p.Project)
+	a.projectsChanged = true
 	proj := p.Project
 	a.after = append(a.after, func() { a.cat.putProject(&proj) })
 	if p.Key != nil {
@@ -486,7 +520,7 @@ func (a *applier) deleteProject(pid string) error {
 		err := a.forEach(statusKey(pid, st, ""), func(k, _ []byte) error {
 			did := string(k[len(k)-model.IDLen:])
 			var d model.Delivery
-			if err := a.getJSON(key(tagDelivery, pid, did), &d); err == nil && d.NextAttemptAt != nil {
+			if err := a.getDelivery(pid, did, &d); err == nil && d.NextAttemptAt != nil {
 				dues = append(dues, dueKey(*d.NextAttemptAt, did))
 			}
 			return nil
@@ -513,6 +547,7 @@ func (a *applier) deleteProject(pid string) error {
 		p := key(tag, pid)
 		a.b.DeleteRange(p, prefixEnd(p), nil)
 	}
+	a.projectsChanged = true
 	for _, e := range a.cat.projectEndpoints(pid) {
 		a.eff.Endpoints = append(a.eff.Endpoints, EndpointChange{ProjectID: pid, EndpointID: e.UID, Deleted: true})
 	}
@@ -554,7 +589,7 @@ func (a *applier) requeueEndpoint(pid, eid string) error {
 		err := a.forEach(epStatusKey(pid, eid, st, ""), func(k, _ []byte) error {
 			did := string(k[len(k)-model.IDLen:])
 			var d model.Delivery
-			if err := a.getJSON(key(tagDelivery, pid, did), &d); err != nil || d.NextAttemptAt == nil {
+			if err := a.getDelivery(pid, did, &d); err != nil || d.NextAttemptAt == nil {
 				return nil
 			}
 			a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: eid, DeliveryID: did, At: *d.NextAttemptAt})
@@ -583,7 +618,7 @@ func (a *applier) deleteEndpoint(d *DeleteRef) error {
 	}
 	for _, did := range pending {
 		var dl model.Delivery
-		if err := a.getJSON(key(tagDelivery, d.ProjectID, did), &dl); err != nil {
+		if err := a.getDelivery(d.ProjectID, did, &dl); err != nil {
 			continue
 		}
 		dl.LastError = "endpoint deleted"
@@ -699,21 +734,32 @@ func (a *applier) setStatus(d *model.Delivery, st model.DeliveryStatus, next *ti
 		a.b.Set(dueKey(n, did), []byte(pid+d.EndpointID), nil)
 		a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: d.EndpointID, DeliveryID: did, At: n})
 	}
-	a.setJSON(key(tagDelivery, pid, did), d)
+	a.putDelivery(d)
 }
 
-func (a *applier) results(rs *Results) error {
-	for i := range rs.Results {
-		r := &rs.Results[i]
-		if !r.Status.Valid() {
-			return fmt.Errorf("%w: result for %s has status %q", ErrBadCmd, r.DeliveryID, r.Status)
+// results applies attempt results. raw, when set, holds each result's attempt record as encoded by the
+// proposer, stored as is.
+func (a *applier) results(rs []AttemptResult, raw [][]byte) error {
+	for i := range rs {
+		if !rs[i].Status.Valid() {
+			return fmt.Errorf("%w: result for %s has status %q", ErrBadCmd, rs[i].DeliveryID, rs[i].Status)
 		}
+	}
+	defer a.flushHealth()
+	for i := range rs {
+		r := &rs[i]
 		var d model.Delivery
-		if err := a.getJSON(key(tagDelivery, r.ProjectID, r.DeliveryID), &d); err != nil {
+		if err := a.getDelivery(r.ProjectID, r.DeliveryID, &d); err != nil {
 			continue // deleted with its project meanwhile
 		}
 		if r.Attempt != nil {
-			a.setJSON(key(tagAttempt, r.ProjectID, r.DeliveryID, r.Attempt.UID), r.Attempt)
+			ak := key(tagAttempt, r.ProjectID, r.DeliveryID, r.Attempt.UID)
+			if raw != nil && raw[i] != nil {
+				a.b.Set(ak, raw[i], nil)
+			} else {
+				a.buf = appendAttempt(a.buf[:0], r.Attempt)
+				a.b.Set(ak, a.buf, nil)
+			}
 			if r.Attempt.Number > d.Attempts {
 				d.Attempts = r.Attempt.Number
 			}
@@ -723,7 +769,7 @@ func (a *applier) results(rs *Results) error {
 		if d.Status == model.StatusSuccess && r.Status != model.StatusSuccess {
 			// A late result from an attempt that was in flight across a failover must not undo a
 			// success: keep the attempt in the log, leave the status.
-			a.setJSON(key(tagDelivery, r.ProjectID, r.DeliveryID), &d)
+			a.putDelivery(&d)
 			continue
 		}
 		var next *time.Time
@@ -751,7 +797,12 @@ func (a *applier) results(rs *Results) error {
 	return nil
 }
 
+// project returns a project as the commands before this one left it: from the catalog (no read, no
+// decode) unless this batch changed a project, from the batch then. The result is only read.
 func (a *applier) project(pid string) *model.Project {
+	if !a.projectsChanged {
+		return a.cat.project(pid)
+	}
 	var p model.Project
 	if a.getJSON(key(tagProject, pid), &p) != nil {
 		return nil
@@ -762,12 +813,22 @@ func (a *applier) project(pid string) *model.Project {
 // healthWeight is the weight of the newest attempt in an endpoint's success rate.
 const healthWeight = 0.1
 
+// recordHealth updates an endpoint's health with one result. Within a results command the record is
+// read once and kept in a.health; flushHealth writes it.
 func (a *applier) recordHealth(d *model.Delivery, r *AttemptResult) model.EndpointHealth {
-	hk := key(tagHealth, d.ProjectID, d.EndpointID)
-	var h model.EndpointHealth
-	if a.getJSON(hk, &h) != nil {
-		h.SuccessRate = 1
+	hk := string(key(tagHealth, d.ProjectID, d.EndpointID))
+	hp := a.health[hk]
+	if hp == nil {
+		hp = new(model.EndpointHealth)
+		if a.getJSON([]byte(hk), hp) != nil {
+			*hp = model.EndpointHealth{SuccessRate: 1}
+		}
+		if a.health == nil {
+			a.health = make(map[string]*model.EndpointHealth)
+		}
+		a.health[hk] = hp
 	}
+	h := hp
 	h.Attempts++
 	score := 0.0
 	if r.Status == model.StatusSuccess {
@@ -787,8 +848,19 @@ func (a *applier) recordHealth(d *model.Delivery, r *AttemptResult) model.Endpoi
 	}
 	at := r.At
 	h.LastAttemptAt = &at
-	a.setJSON(hk, &h)
-	return h
+	return *h
+}
+
+// flushHealth writes the health records a results command updated, in key order (the batch's
+// contents do not depend on map order).
+func (a *applier) flushHealth() {
+	if len(a.health) == 0 {
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(a.health)) {
+		a.setJSON([]byte(k), a.health[k])
+	}
+	clear(a.health)
 }
 
 func (a *applier) disableEndpoint(proj *model.Project, pid, eid, reason string, r *AttemptResult) {
@@ -837,7 +909,7 @@ func (a *applier) resend(r *Resend) (int, error) {
 	n := 0
 	for _, did := range r.DeliveryIDs {
 		var d model.Delivery
-		if err := a.getJSON(key(tagDelivery, r.ProjectID, did), &d); err != nil {
+		if err := a.getDelivery(r.ProjectID, did, &d); err != nil {
 			if len(r.DeliveryIDs) == 1 {
 				return 0, fmt.Errorf("%w: delivery %s", ErrNotFound, did)
 			}

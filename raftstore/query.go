@@ -65,6 +65,26 @@ func getJSON(r pebble.Reader, k []byte, v any) error {
 	return nil
 }
 
+// getDelivery reads a delivery record (see codec.go for its formats).
+func getDelivery(r pebble.Reader, pid, did string, d *model.Delivery) error {
+	return getRecord(r, key(tagDelivery, pid, did), func(v []byte) error { return decodeDelivery(v, d) })
+}
+
+func getRecord(r pebble.Reader, k []byte, decode func(v []byte) error) error {
+	val, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("raftstore: read %x: %w", k, err)
+	}
+	defer closer.Close()
+	if err := decode(val); err != nil {
+		return fmt.Errorf("raftstore: decode %x: %w", k, err)
+	}
+	return nil
+}
+
 func eventData(r pebble.Reader, pid, evid string) ([]byte, error) {
 	val, closer, err := r.Get(key(tagEventData, pid, evid))
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -302,7 +322,7 @@ func (s *Store) ListDeliveries(pid string, f DeliveryFilter) ([]*model.Delivery,
 	err := s.st.view(func(db *pebble.DB) error {
 		return scanNewest(db, f.index(pid), lo, hi, func(id string) (bool, error) {
 			var d model.Delivery
-			if err := getJSON(db, key(tagDelivery, pid, id), &d); err != nil {
+			if err := getDelivery(db, pid, id, &d); err != nil {
 				if errors.Is(err, ErrNotFound) {
 					return true, nil
 				}
@@ -325,7 +345,7 @@ func (s *Store) ListDeliveries(pid string, f DeliveryFilter) ([]*model.Delivery,
 // Delivery returns one delivery.
 func (s *Store) Delivery(pid, did string) (*model.Delivery, error) {
 	var d model.Delivery
-	err := s.st.view(func(db *pebble.DB) error { return getJSON(db, key(tagDelivery, pid, did), &d) })
+	err := s.st.view(func(db *pebble.DB) error { return getDelivery(db, pid, did, &d) })
 	if err != nil {
 		return nil, fmt.Errorf("delivery %s: %w", did, err)
 	}
@@ -344,7 +364,7 @@ func (s *Store) Attempts(pid, did string) ([]*model.Attempt, error) {
 		defer it.Close()
 		for ok := it.First(); ok; ok = it.Next() {
 			a := new(model.Attempt)
-			if err := json.Unmarshal(it.Value(), a); err != nil {
+			if err := decodeAttempt(it.Value(), a); err != nil {
 				return fmt.Errorf("raftstore: decode attempt %x: %w", it.Key(), err)
 			}
 			out = append(out, a)
@@ -357,7 +377,9 @@ func (s *Store) Attempts(pid, did string) ([]*model.Attempt, error) {
 // Attempt returns one attempt of a delivery.
 func (s *Store) Attempt(pid, did, aid string) (*model.Attempt, error) {
 	var a model.Attempt
-	err := s.st.view(func(db *pebble.DB) error { return getJSON(db, key(tagAttempt, pid, did, aid), &a) })
+	err := s.st.view(func(db *pebble.DB) error {
+		return getRecord(db, key(tagAttempt, pid, did, aid), func(v []byte) error { return decodeAttempt(v, &a) })
+	})
 	if err != nil {
 		return nil, fmt.Errorf("attempt %s: %w", aid, err)
 	}
