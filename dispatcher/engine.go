@@ -27,6 +27,9 @@ type EngineConfig struct {
 	ResultQueue int
 	// ResultProposers is how many result batches may be in flight at once. Default 4.
 	ResultProposers int
+	// EventCacheBytes bounds the recently loaded events kept decoded, so an event's deliveries to many
+	// endpoints read and decompress it once. Default 16 MiB; negative disables the cache.
+	EventCacheBytes int64
 	// RetryOnStoreError is how long a delivery waits before it is tried again after its job could not
 	// be loaded or its result could not be committed. Default 1 s.
 	RetryOnStoreError time.Duration
@@ -51,6 +54,7 @@ type Engine struct {
 	clock  clock.Clock
 	log    *slog.Logger
 	wheel  *scheduler.Wheel[Ref]
+	events *eventCache // nil when disabled
 	d      *Dispatcher
 	meta   *metaSender
 	sender Sender
@@ -76,6 +80,9 @@ func NewEngine(cfg EngineConfig, st *raftstore.Store, sender Sender) (*Engine, e
 	if cfg.ResultProposers <= 0 {
 		cfg.ResultProposers = 4
 	}
+	if cfg.EventCacheBytes == 0 {
+		cfg.EventCacheBytes = 16 << 20
+	}
 	if cfg.RetryOnStoreError <= 0 {
 		cfg.RetryOnStoreError = time.Second
 	}
@@ -97,6 +104,9 @@ func NewEngine(cfg EngineConfig, st *raftstore.Store, sender Sender) (*Engine, e
 		results:  make(chan raftstore.AttemptResult, cfg.ResultQueue),
 		sender:   sender,
 		reassign: make(chan struct{}, 1),
+	}
+	if cfg.EventCacheBytes > 0 {
+		e.events = newEventCache(cfg.EventCacheBytes)
 	}
 	e.meta = newMetaSender(e)
 	d, err := New(cfg.Dispatcher, storeLoader{e}, sender, resultSink{e})
@@ -228,6 +238,9 @@ func refOf(d raftstore.Due) Ref {
 // endpoints whose status changed lose their queued work (a reactivated endpoint's pending deliveries
 // arrive as Due in the same effects).
 func (e *Engine) Observe(eff raftstore.Effects) {
+	if eff.Reset {
+		e.events.clear()
+	}
 	if eff.LiveChanged || eff.Reset {
 		select {
 		case e.reassign <- struct{}{}:
@@ -294,7 +307,7 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 		// Paused or disabled: the delivery stays pending in the store; reactivation requeues it.
 		return nil, fmt.Errorf("%w: endpoint %s is not active", ErrNotPending, ref.EndpointID)
 	}
-	ev, err := e.st.EventForDelivery(ref.ProjectID, d.EventID)
+	ev, err := e.event(ref.ProjectID, d.EventID)
 	if err != nil {
 		e.later(ref)
 		return nil, err
@@ -302,14 +315,30 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 	proj := e.st.Project(ref.ProjectID)
 	job := &Job{
 		Ref:       ref,
-		EventID:   ev.UID,
-		EventType: ev.EventType,
+		EventID:   d.EventID,
+		EventType: ev.eventType,
 		Attempt:   d.Attempts + 1,
-		Body:      ev.Data,
-		Headers:   toHeader(ev.Headers),
+		Body:      ev.body,
+		Headers:   ev.headers,
 		Endpoint:  endpointOf(ep, proj),
 	}
 	return job, nil
+}
+
+// event returns what a job needs of an event, from the cache when one of its other deliveries
+// loaded it recently.
+func (e *Engine) event(pid, evid string) (*cachedEvent, error) {
+	k := eventKey{pid, evid}
+	if ev := e.events.get(k); ev != nil {
+		return ev, nil
+	}
+	ev, err := e.st.EventForDelivery(pid, evid)
+	if err != nil {
+		return nil, err
+	}
+	c := &cachedEvent{key: k, eventType: ev.EventType, body: ev.Data, headers: toHeader(ev.Headers)}
+	e.events.add(c)
+	return c, nil
 }
 
 func toHeader(m map[string]string) http.Header {

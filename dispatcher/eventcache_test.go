@@ -1,0 +1,69 @@
+package dispatcher
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestEventCacheBoundsBytesAndEvictsLeastRecent(t *testing.T) {
+	ev := func(id string, n int) *cachedEvent {
+		return &cachedEvent{key: eventKey{"p", id}, eventType: "t", body: []byte(strings.Repeat("x", n)),
+			headers: http.Header{"X-A": {"v"}}}
+	}
+	// Each event costs its project and id (1 + 1), type (1), body (1,000), header (3 + 1) and overhead.
+	per := int64(1+1+1+1000+3+1) + eventOverhead
+	tests := []struct {
+		name    string
+		max     int64
+		ops     func(c *eventCache)
+		present []string
+		absent  []string
+	}{
+		{"fits", 3 * per, func(c *eventCache) { c.add(ev("a", 1000)); c.add(ev("b", 1000)); c.add(ev("c", 1000)) },
+			[]string{"a", "b", "c"}, nil},
+		{"oldest evicted", 2 * per, func(c *eventCache) { c.add(ev("a", 1000)); c.add(ev("b", 1000)); c.add(ev("c", 1000)) },
+			[]string{"b", "c"}, []string{"a"}},
+		{"get keeps an event", 2 * per, func(c *eventCache) {
+			c.add(ev("a", 1000))
+			c.add(ev("b", 1000))
+			c.get(eventKey{"p", "a"})
+			c.add(ev("c", 1000))
+		}, []string{"a", "c"}, []string{"b"}},
+		{"larger than the bound is not cached", per, func(c *eventCache) { c.add(ev("a", 1000)); c.add(ev("big", 5000)) },
+			[]string{"a"}, []string{"big"}},
+		{"added twice counted once", 2 * per, func(c *eventCache) { c.add(ev("a", 1000)); c.add(ev("a", 1000)); c.add(ev("b", 1000)) },
+			[]string{"a", "b"}, nil},
+		{"cleared", 4 * per, func(c *eventCache) { c.add(ev("a", 1000)); c.clear(); c.add(ev("b", 1000)) },
+			[]string{"b"}, []string{"a"}},
+		{"other project misses", 4 * per, func(c *eventCache) { c.add(&cachedEvent{key: eventKey{"q", "a"}}) },
+			nil, []string{"a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newEventCache(tt.max)
+			tt.ops(c)
+			for _, id := range tt.present {
+				if c.get(eventKey{"p", id}) == nil {
+					t.Errorf("event %s missing", id)
+				}
+			}
+			for _, id := range tt.absent {
+				if c.get(eventKey{"p", id}) != nil {
+					t.Errorf("event %s cached", id)
+				}
+			}
+			if c.size > c.max {
+				t.Errorf("size %d over the bound %d", c.size, c.max)
+			}
+			if c.len() != len(c.items) || c.order.Len() != len(c.items) {
+				t.Errorf("list has %d entries, map %d", c.order.Len(), len(c.items))
+			}
+		})
+	}
+	var disabled *eventCache
+	disabled.add(ev("a", 1))
+	if disabled.get(eventKey{"p", "a"}) != nil {
+		t.Fatal("a disabled cache returned an event")
+	}
+}
