@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -90,8 +89,14 @@ func (e *enc) header(h http.Header) {
 		return
 	}
 	e.uint(uint64(len(h)) + 1)
-	// Names in order, so a record's bytes are a function of its content on every replica.
-	for _, k := range slices.Sorted(maps.Keys(h)) {
+	// Names in order, so a record's bytes are a function of its content on every replica. The
+	// backing array stays on the stack for the usual handful of headers.
+	keys := make([]string, 0, 16)
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
 		vs := h[k]
 		e.str(k)
 		if vs == nil {
@@ -275,6 +280,18 @@ func (d *dec) header() http.Header {
 	return h
 }
 
+// skipHeader reads past a header without building it.
+func (d *dec) skipHeader() {
+	n, _ := d.nilCount(2)
+	for i := 0; i < n && d.err == nil; i++ {
+		d.str()
+		m, _ := d.nilCount(1)
+		for j := 0; j < m && d.err == nil; j++ {
+			d.str()
+		}
+	}
+}
+
 func (d *dec) done() error {
 	if d.err == nil && len(d.s) != 0 {
 		d.fail("trailing bytes")
@@ -355,18 +372,28 @@ func decodeAttempt(v []byte, x *model.Attempt) error {
 	if len(v) > 0 && v[0] == '{' {
 		return json.Unmarshal(v, x)
 	}
-	return decodeAttemptString(string(v), x)
+	return decodeAttemptString(string(v), x, true)
 }
 
-func decodeAttemptString(s string, x *model.Attempt) error {
+// decodeAttemptString decodes an attempt; without headers it leaves both header maps nil (what
+// applying a result needs of its attempt does not include them, and they are most of its
+// allocations).
+func decodeAttemptString(s string, x *model.Attempt, headers bool) error {
 	d := dec{s: s}
 	if f := d.byte(); d.err == nil && f != formatAttempt {
 		return fmt.Errorf("%w: attempt format %d", errCodec, f)
 	}
+	header := func() http.Header {
+		if headers {
+			return d.header()
+		}
+		d.skipHeader()
+		return nil
+	}
 	*x = model.Attempt{
 		UID: d.str(), DeliveryID: d.str(), ProjectID: d.str(), EndpointID: d.str(), Number: int(d.int()),
-		Method: d.str(), URL: d.str(), RequestHeaders: d.header(), StatusCode: int(d.int()),
-		ResponseHeaders: d.header(), ResponseBody: d.str(), BodyTruncated: d.bool(), LatencyMS: d.float(),
+		Method: d.str(), URL: d.str(), RequestHeaders: header(), StatusCode: int(d.int()),
+		ResponseHeaders: header(), ResponseBody: d.str(), BodyTruncated: d.bool(), LatencyMS: d.float(),
 		Error: d.str(), EgressIP: d.str(), CreatedAt: d.time(),
 	}
 	return d.done()
@@ -402,8 +429,9 @@ func appendResults(b []byte, rs []AttemptResult) []byte {
 
 // decodeResults reads a CmdResults body in either format. With the binary format, raw[i] holds the
 // i-th result's attempt record exactly as it is stored (aliasing meta), so applying it writes those
-// bytes without encoding them again; with JSON raw is nil.
-func decodeResults(meta []byte) (rs []AttemptResult, raw [][]byte, err error) {
+// bytes without encoding them again, and the decoded attempts have headers only when headers is
+// set; with JSON raw is nil and attempts are whole.
+func decodeResults(meta []byte, headers bool) (rs []AttemptResult, raw [][]byte, err error) {
 	if len(meta) > 0 && meta[0] == '{' {
 		var r Results
 		if err := json.Unmarshal(meta, &r); err != nil {
@@ -431,7 +459,7 @@ func decodeResults(meta []byte) (rs []AttemptResult, raw [][]byte, err error) {
 		start := len(meta) - len(d.s) - len(a)
 		raw[i] = meta[start : start+len(a) : start+len(a)]
 		attempts = append(attempts, model.Attempt{})
-		if err := decodeAttemptString(a, &attempts[len(attempts)-1]); err != nil {
+		if err := decodeAttemptString(a, &attempts[len(attempts)-1], headers); err != nil {
 			return nil, nil, fmt.Errorf("result %d: %w", i, err)
 		}
 		r.Attempt = &attempts[len(attempts)-1]

@@ -104,7 +104,7 @@ func TestResultsCodecRoundTrip(t *testing.T) {
 	}
 	for _, in := range [][]AttemptResult{nil, rs} {
 		meta := NewResultsCommand(in).Meta
-		got, raw, err := decodeResults(meta)
+		got, raw, err := decodeResults(meta, true)
 		if err != nil {
 			t.Fatalf("decode %d results: %v", len(in), err)
 		}
@@ -124,7 +124,7 @@ func TestResultsCodecRoundTrip(t *testing.T) {
 	}
 	// Entries written by earlier versions carry JSON.
 	legacy, _ := json.Marshal(Results{Results: rs[:2]})
-	got, raw, err := decodeResults(legacy)
+	got, raw, err := decodeResults(legacy, true)
 	if err != nil || len(got) != 2 || raw != nil || got[0].DeliveryID != rs[0].DeliveryID {
 		t.Fatalf("legacy JSON results: %d results, raw %v, err %v", len(got), raw, err)
 	}
@@ -141,7 +141,7 @@ func TestDecodersRefuseDamage(t *testing.T) {
 	decoders := map[string]func([]byte) error{
 		"delivery": func(v []byte) error { var x model.Delivery; return decodeDelivery(v, &x) },
 		"attempt":  func(v []byte) error { var x model.Attempt; return decodeAttempt(v, &x) },
-		"results":  func(v []byte) error { _, _, err := decodeResults(v); return err },
+		"results":  func(v []byte) error { _, _, err := decodeResults(v, false); return err },
 	}
 	for name, v := range good {
 		dec := decoders[name]
@@ -229,7 +229,10 @@ func FuzzDecodeResults(f *testing.F) {
 			{ProjectID: "p", DeliveryID: "e", Status: model.StatusSuccess}}).Meta}
 	})
 	f.Fuzz(func(t *testing.T, v []byte) {
-		rs, raw, err := decodeResults(v)
+		rs, raw, err := decodeResults(v, true)
+		if _, _, errLight := decodeResults(v, false); (errLight == nil) != (err == nil) {
+			t.Fatalf("decoding with headers: %v; without: %v", err, errLight)
+		}
 		if err != nil || v[0] == '{' {
 			return
 		}
@@ -238,7 +241,7 @@ func FuzzDecodeResults(f *testing.F) {
 				t.Fatalf("result %d: raw attempt and decoded attempt disagree", i)
 			}
 		}
-		if _, _, err := decodeResults(NewResultsCommand(rs).Meta); err != nil {
+		if _, _, err := decodeResults(NewResultsCommand(rs).Meta, true); err != nil {
 			t.Fatalf("re-encoded results do not decode: %v", err)
 		}
 	})

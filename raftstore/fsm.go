@@ -255,13 +255,14 @@ type applier struct {
 	// health holds the endpoint health records a results command updates, written once at its end
 	// rather than once per result.
 	health map[string]*model.EndpointHealth
-	// buf is reused to encode records; pebble copies values on Set.
-	buf []byte
+	// buf and kbuf are reused to encode values and keys; pebble copies both on Set.
+	buf, kbuf []byte
 }
 
 // getDelivery reads a delivery record (binary, or JSON as written by earlier versions).
 func (a *applier) getDelivery(pid, did string, d *model.Delivery) error {
-	val, closer, err := a.b.Get(key(tagDelivery, pid, did))
+	a.kbuf = appendKey(a.kbuf[:0], tagDelivery, pid, did)
+	val, closer, err := a.b.Get(a.kbuf)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return ErrNotFound
 	}
@@ -277,7 +278,8 @@ func (a *applier) getDelivery(pid, did string, d *model.Delivery) error {
 
 func (a *applier) putDelivery(d *model.Delivery) {
 	a.buf = appendDelivery(a.buf[:0], d)
-	a.b.Set(key(tagDelivery, d.ProjectID, d.UID), a.buf, nil)
+	a.kbuf = appendKey(a.kbuf[:0], tagDelivery, d.ProjectID, d.UID)
+	a.b.Set(a.kbuf, a.buf, nil)
 }
 
 func (a *applier) apply(c *Command) Result {
@@ -325,7 +327,7 @@ func (a *applier) apply(c *Command) Result {
 			res, err = a.publish(&p, c.Blob)
 		}
 	case CmdResults:
-		rs, raw, derr := decodeResults(c.Meta)
+		rs, raw, derr := decodeResults(c.Meta, false)
 		if derr != nil {
 			err = fmt.Errorf("%w: %s: %v", ErrBadCmd, c.Type, derr)
 		} else {
@@ -716,22 +718,29 @@ func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 func (a *applier) setStatus(d *model.Delivery, st model.DeliveryStatus, next *time.Time, at time.Time) {
 	pid, did := d.ProjectID, d.UID
 	if d.Status != "" && d.Status != st {
-		a.b.Delete(statusKey(pid, d.Status, did), nil)
-		a.b.Delete(epStatusKey(pid, d.EndpointID, d.Status, did), nil)
+		a.kbuf = appendStatusKey(a.kbuf[:0], pid, d.Status, did)
+		a.b.Delete(a.kbuf, nil)
+		a.kbuf = appendEPStatusKey(a.kbuf[:0], pid, d.EndpointID, d.Status, did)
+		a.b.Delete(a.kbuf, nil)
 	}
 	if d.Status.Pending() && d.NextAttemptAt != nil {
-		a.b.Delete(dueKey(*d.NextAttemptAt, did), nil)
+		a.kbuf = appendDueKey(a.kbuf[:0], *d.NextAttemptAt, did)
+		a.b.Delete(a.kbuf, nil)
 	}
 	if d.Status != st {
-		a.b.Set(statusKey(pid, st, did), nil, nil)
-		a.b.Set(epStatusKey(pid, d.EndpointID, st, did), nil, nil)
+		a.kbuf = appendStatusKey(a.kbuf[:0], pid, st, did)
+		a.b.Set(a.kbuf, nil, nil)
+		a.kbuf = appendEPStatusKey(a.kbuf[:0], pid, d.EndpointID, st, did)
+		a.b.Set(a.kbuf, nil, nil)
 	}
 	d.Status, d.UpdatedAt = st, at
 	d.NextAttemptAt = nil
 	if st.Pending() && next != nil {
 		n := *next
 		d.NextAttemptAt = &n
-		a.b.Set(dueKey(n, did), []byte(pid+d.EndpointID), nil)
+		a.kbuf = appendDueKey(a.kbuf[:0], n, did)
+		a.buf = append(append(a.buf[:0], pid...), d.EndpointID...)
+		a.b.Set(a.kbuf, a.buf, nil)
 		a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: d.EndpointID, DeliveryID: did, At: n})
 	}
 	a.putDelivery(d)
@@ -753,12 +762,12 @@ func (a *applier) results(rs []AttemptResult, raw [][]byte) error {
 			continue // deleted with its project meanwhile
 		}
 		if r.Attempt != nil {
-			ak := key(tagAttempt, r.ProjectID, r.DeliveryID, r.Attempt.UID)
+			a.kbuf = appendKey(a.kbuf[:0], tagAttempt, r.ProjectID, r.DeliveryID, r.Attempt.UID)
 			if raw != nil && raw[i] != nil {
-				a.b.Set(ak, raw[i], nil)
+				a.b.Set(a.kbuf, raw[i], nil)
 			} else {
 				a.buf = appendAttempt(a.buf[:0], r.Attempt)
-				a.b.Set(ak, a.buf, nil)
+				a.b.Set(a.kbuf, a.buf, nil)
 			}
 			if r.Attempt.Number > d.Attempts {
 				d.Attempts = r.Attempt.Number

@@ -74,8 +74,21 @@ func key(tag byte, parts ...string) []byte {
 	return k
 }
 
+// appendKey is key appending to dst: the result-apply path reuses one buffer for the keys it writes
+// (pebble copies keys into the batch).
+func appendKey(dst []byte, tag byte, parts ...string) []byte {
+	dst = append(dst, tag)
+	for _, p := range parts {
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
 func statusKey(pid string, st model.DeliveryStatus, did string) []byte {
-	k := make([]byte, 0, 1+len(pid)+1+len(did))
+	return appendStatusKey(make([]byte, 0, 1+len(pid)+1+len(did)), pid, st, did)
+}
+
+func appendStatusKey(k []byte, pid string, st model.DeliveryStatus, did string) []byte {
 	k = append(k, tagByStatus)
 	k = append(k, pid...)
 	k = append(k, st.Code())
@@ -83,7 +96,10 @@ func statusKey(pid string, st model.DeliveryStatus, did string) []byte {
 }
 
 func epStatusKey(pid, eid string, st model.DeliveryStatus, did string) []byte {
-	k := make([]byte, 0, 1+len(pid)+len(eid)+1+len(did))
+	return appendEPStatusKey(make([]byte, 0, 1+len(pid)+len(eid)+1+len(did)), pid, eid, st, did)
+}
+
+func appendEPStatusKey(k []byte, pid, eid string, st model.DeliveryStatus, did string) []byte {
 	k = append(k, tagByEPStatus)
 	k = append(k, pid...)
 	k = append(k, eid...)
@@ -92,13 +108,16 @@ func epStatusKey(pid, eid string, st model.DeliveryStatus, did string) []byte {
 }
 
 func dueKey(at time.Time, did string) []byte {
-	k := make([]byte, 9, 9+len(did))
-	k[0] = tagDue
+	return appendDueKey(make([]byte, 0, 9+len(did)), at, did)
+}
+
+func appendDueKey(k []byte, at time.Time, did string) []byte {
 	ms := at.UnixMilli()
 	if ms < 0 {
 		ms = 0
 	}
-	binary.BigEndian.PutUint64(k[1:], uint64(ms))
+	k = append(k, tagDue)
+	k = binary.BigEndian.AppendUint64(k, uint64(ms))
 	return append(k, did...)
 }
 

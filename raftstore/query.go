@@ -132,10 +132,16 @@ func eventTargets(db pebble.Reader, ev *model.Event) error {
 
 // EventForDelivery returns an event with its data but without its matched endpoints: what one
 // delivery needs, at a cost that does not grow with the event's fan-out.
+// Only UID, ProjectID, EventType, Headers and Data are set: decoding the rest of the record took a
+// third of the load.
 func (s *Store) EventForDelivery(pid, evid string) (*model.Event, error) {
-	var ev model.Event
+	var rec struct {
+		EventType string            `json:"event_type"`
+		Headers   map[string]string `json:"headers"`
+	}
+	ev := model.Event{UID: evid, ProjectID: pid}
 	err := s.st.view(func(db *pebble.DB) error {
-		if err := getJSON(db, key(tagEvent, pid, evid), &ev); err != nil {
+		if err := getJSON(db, key(tagEvent, pid, evid), &rec); err != nil {
 			return fmt.Errorf("event %s: %w", evid, err)
 		}
 		data, err := eventData(db, pid, evid)
@@ -145,6 +151,7 @@ func (s *Store) EventForDelivery(pid, evid string) (*model.Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	ev.EventType, ev.Headers = rec.EventType, rec.Headers
 	return &ev, nil
 }
 
