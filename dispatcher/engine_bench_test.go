@@ -2,9 +2,12 @@ package dispatcher
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +18,8 @@ import (
 	"github.com/sluice-gw/sluice/model"
 	"github.com/sluice-gw/sluice/raftstore"
 )
+
+var egressProfile = flag.String("egress.cpuprofile", "", "BenchmarkEngineEgress: write a CPU profile of the drain alone (not the publishing before it) to this file")
 
 // BenchmarkEngineEgress drains a backlog through the whole delivery path: a real store (Raft, Pebble,
 // fsync), the engine, netpool and an HTTP sink on 127.0.0.1, as the egress scenario does. The backlog
@@ -71,6 +76,17 @@ func benchEgress(b *testing.B, fanout int) {
 	base := succeeded()
 	b.ReportAllocs()
 	b.ResetTimer()
+	if *egressProfile != "" {
+		f, err := os.Create(*egressProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cpu0 := cpuTime()
 	for _, ep := range eps {
 		ep.Status = model.EndpointActive

@@ -405,10 +405,20 @@ func NewResultsCommand(rs []AttemptResult) Command {
 }
 
 func appendResults(b []byte, rs []AttemptResult) []byte {
+	var scratch []byte
+	if b == nil && len(rs) > 0 {
+		// Sized after the first attempt (the attempts of a batch are alike), so the buffer rarely
+		// grows.
+		per := 64
+		if rs[0].Attempt != nil {
+			scratch = appendAttempt(scratch, rs[0].Attempt)
+			per += len(scratch)
+		}
+		b = make([]byte, 0, 16+per*len(rs))
+	}
 	e := enc{b}
 	e.byte(formatResults)
 	e.uint(uint64(len(rs)))
-	var scratch []byte
 	for i := range rs {
 		r := &rs[i]
 		e.str(r.ProjectID)
