@@ -264,6 +264,12 @@ func (e *Engine) Observe(eff raftstore.Effects) {
 	if !e.active.Load() || eff.Reset {
 		return
 	}
+	// Before the deliveries are scheduled, so their loads find the events.
+	for i := range eff.Events {
+		ev := &eff.Events[i]
+		e.events.add(&cachedEvent{key: eventKey{ev.ProjectID, ev.EventID}, eventType: ev.EventType,
+			compressed: ev.Data, rawHeaders: ev.Headers})
+	}
 	for _, d := range eff.Due {
 		if e.owns(d.ProjectID, d.EndpointID) {
 			e.wheel.Schedule(refOf(d), d.At)
@@ -330,7 +336,16 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 func (e *Engine) event(pid, evid string) (*cachedEvent, error) {
 	k := eventKey{pid, evid}
 	if ev := e.events.get(k); ev != nil {
-		return ev, nil
+		if ev.expanded() {
+			return ev, nil
+		}
+		body, err := raftstore.DecompressData(ev.compressed)
+		if err != nil {
+			return nil, fmt.Errorf("event %s: %w", evid, err)
+		}
+		x := &cachedEvent{key: k, eventType: ev.eventType, body: body, headers: toHeader(ev.rawHeaders)}
+		e.events.add(x)
+		return x, nil
 	}
 	ev, err := e.st.EventForDelivery(pid, evid)
 	if err != nil {

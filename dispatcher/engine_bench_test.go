@@ -26,13 +26,17 @@ var egressProfile = flag.String("egress.cpuprofile", "", "BenchmarkEngineEgress:
 // is published to paused endpoints, then they are activated and the clock runs until every delivery's
 // result is committed. cpu-µs/delivery is the process's CPU (the in-process sink's included): compare
 // it across commits, interleaved, rather than ns/op on a shared machine.
+//
+// The e2e case publishes to active endpoints instead (64 publishers, no backlog): CPU per delivery
+// of publishing and delivering together, as in the e2e scenarios.
 func BenchmarkEngineEgress(b *testing.B) {
 	for _, fanout := range []int{1, 100} {
-		b.Run(fmt.Sprintf("endpoints=%d", fanout), func(b *testing.B) { benchEgress(b, fanout) })
+		b.Run(fmt.Sprintf("endpoints=%d", fanout), func(b *testing.B) { benchEgress(b, fanout, false) })
 	}
+	b.Run("e2e", func(b *testing.B) { benchEgress(b, 1, true) })
 }
 
-func benchEgress(b *testing.B, fanout int) {
+func benchEgress(b *testing.B, fanout int, e2e bool) {
 	var got atomic.Int64
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got.Add(1)
@@ -44,33 +48,42 @@ func benchEgress(b *testing.B, fanout int) {
 	eids := make([]string, fanout)
 	eps := make([]model.Endpoint, fanout)
 	for i := range eids {
-		eids[i] = e.endpoint(sink.URL+"/hook", func(ep *model.Endpoint) { ep.Status = model.EndpointPaused })
+		eids[i] = e.endpoint(sink.URL+"/hook", func(ep *model.Endpoint) {
+			if !e2e {
+				ep.Status = model.EndpointPaused
+			}
+		})
 		eps[i] = *e.st.Endpoint(e.pid, eids[i])
 	}
 	events := (b.N + fanout - 1) / fanout
 	data := raftstore.CompressData([]byte(`{"data":"` + strings.Repeat("x", 1000) + `"}`))
 	var wg sync.WaitGroup
 	var next atomic.Int64
-	for w := 0; w < 64; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(events) {
-				now := time.Now().UTC()
-				ev := model.Event{UID: model.NewID(now), ProjectID: e.pid, EventType: "invoice.paid", CreatedAt: now}
-				var ts []raftstore.Target
-				for _, eid := range eids {
-					ts = append(ts, raftstore.Target{EndpointID: eid, DeliveryID: model.NewID(now)})
+	publish := func() {
+		for w := 0; w < 64; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(events) {
+					now := time.Now().UTC()
+					ev := model.Event{UID: model.NewID(now), ProjectID: e.pid, EventType: "invoice.paid", CreatedAt: now}
+					var ts []raftstore.Target
+					for _, eid := range eids {
+						ts = append(ts, raftstore.Target{EndpointID: eid, DeliveryID: model.NewID(now)})
+					}
+					c, _ := raftstore.NewCommand(raftstore.CmdPublish, raftstore.Publish{Event: ev, Targets: ts}, data)
+					if r, err := e.st.Propose(context.Background(), c); err != nil || r.Err != nil {
+						b.Errorf("publish: %v %v", err, r.Err)
+						return
+					}
 				}
-				c, _ := raftstore.NewCommand(raftstore.CmdPublish, raftstore.Publish{Event: ev, Targets: ts}, data)
-				if r, err := e.st.Propose(context.Background(), c); err != nil || r.Err != nil {
-					b.Errorf("publish: %v %v", err, r.Err)
-					return
-				}
-			}
-		}()
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
+	if !e2e {
+		publish()
+	}
 	want := int64(events * fanout)
 	succeeded := func() int64 { return int64(e.eng.Dispatcher().Stats().Succeeded) }
 	base := succeeded()
@@ -88,9 +101,14 @@ func benchEgress(b *testing.B, fanout int) {
 		defer pprof.StopCPUProfile()
 	}
 	cpu0 := cpuTime()
+	if e2e {
+		publish()
+	}
 	for _, ep := range eps {
-		ep.Status = model.EndpointActive
-		e.propose(raftstorePutEndpoint(ep))
+		if !e2e {
+			ep.Status = model.EndpointActive
+			e.propose(raftstorePutEndpoint(ep))
+		}
 	}
 	deadline := time.Now().Add(5 * time.Minute)
 	// Done when every attempt succeeded and no delivery is pending in the store any more (its

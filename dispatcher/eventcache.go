@@ -25,14 +25,20 @@ type eventCache struct {
 type eventKey struct{ projectID, eventID string }
 
 // cachedEvent is what a job needs of an event. Body and Headers are shared by every job of the
-// event: the Loader contract has them only read.
+// event: the Loader contract has them only read. An event handed over by the store as it was
+// published holds its compressed data and raw headers until its first delivery expands them (off
+// the FSM goroutine); entries are immutable, so that delivery caches an expanded copy.
 type cachedEvent struct {
-	key       eventKey
-	eventType string
-	body      []byte
-	headers   http.Header
-	size      int64
+	key        eventKey
+	eventType  string
+	body       []byte
+	headers    http.Header
+	compressed []byte
+	rawHeaders map[string]string
+	size       int64
 }
+
+func (ev *cachedEvent) expanded() bool { return ev.compressed == nil }
 
 // eventOverhead approximates what an entry costs beyond its strings and bytes (list element, map
 // entry, struct), so that tiny events still count against the bound.
@@ -63,12 +69,15 @@ func (c *eventCache) add(ev *cachedEvent) {
 	if c == nil {
 		return
 	}
-	ev.size = int64(len(ev.key.projectID)+len(ev.key.eventID)+len(ev.eventType)+len(ev.body)) + eventOverhead
+	ev.size = int64(len(ev.key.projectID)+len(ev.key.eventID)+len(ev.eventType)+len(ev.body)+len(ev.compressed)) + eventOverhead
 	for k, vs := range ev.headers {
 		ev.size += int64(len(k))
 		for _, v := range vs {
 			ev.size += int64(len(v))
 		}
+	}
+	for k, v := range ev.rawHeaders {
+		ev.size += int64(len(k) + len(v))
 	}
 	if ev.size > c.max {
 		return
@@ -76,11 +85,21 @@ func (c *eventCache) add(ev *cachedEvent) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el := c.items[ev.key]; el != nil {
+		// The expanded form replaces the compressed one.
+		if old := el.Value.(*cachedEvent); !old.expanded() && ev.expanded() {
+			el.Value = ev
+			c.size += ev.size - old.size
+		}
 		c.order.MoveToFront(el)
+		c.evictLocked()
 		return
 	}
 	c.items[ev.key] = c.order.PushFront(ev)
 	c.size += ev.size
+	c.evictLocked()
+}
+
+func (c *eventCache) evictLocked() {
 	for c.size > c.max {
 		el := c.order.Back()
 		old := el.Value.(*cachedEvent)

@@ -36,6 +36,15 @@ func TestEventCacheBoundsBytesAndEvictsLeastRecent(t *testing.T) {
 			[]string{"a", "b"}, nil},
 		{"cleared", 4 * per, func(c *eventCache) { c.add(ev("a", 1000)); c.clear(); c.add(ev("b", 1000)) },
 			[]string{"b"}, []string{"a"}},
+		{"expanded form replaces the compressed one", 2 * per, func(c *eventCache) {
+			c.add(&cachedEvent{key: eventKey{"p", "a"}, compressed: []byte("z"), rawHeaders: map[string]string{"X-A": "v"}})
+			c.add(ev("a", 1000))
+			c.add(&cachedEvent{key: eventKey{"p", "a"}, compressed: []byte("z")}) // a late duplicate keeps the expanded one
+			if got := c.get(eventKey{"p", "a"}); got == nil || !got.expanded() || len(got.body) != 1000 {
+				t.Errorf("cached after expansion: %+v", got)
+			}
+			c.add(ev("b", 1000))
+		}, []string{"a", "b"}, nil},
 		{"other project misses", 4 * per, func(c *eventCache) { c.add(&cachedEvent{key: eventKey{"q", "a"}}) },
 			nil, []string{"a"}},
 	}

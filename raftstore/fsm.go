@@ -57,6 +57,9 @@ type Effects struct {
 	Endpoints []EndpointChange
 	// MetaEvents lists meta events that became due for sending.
 	MetaEvents []MetaRef
+	// Events lists the events published in the batch that have deliveries, so the delivery engine
+	// can send them without reading them back from the store.
+	Events []NewEvent
 	// Heartbeats lists nodes whose registration (heartbeat) was applied.
 	Heartbeats []string
 	// LiveChanged says the set of nodes taking part in dispatch changed: ownership moves.
@@ -72,6 +75,14 @@ type EndpointChange struct {
 	Deleted               bool
 	// Reason is why an endpoint was disabled ("410 Gone", "N consecutive failures").
 	Reason string
+}
+
+// NewEvent is what a delivery needs of a newly published event. Data is compressed (CompressData)
+// and owned by the receiver; Headers is shared and must only be read.
+type NewEvent struct {
+	ProjectID, EventID, EventType string
+	Headers                       map[string]string
+	Data                          []byte
 }
 
 // MetaRef names a meta event to send.
@@ -699,6 +710,11 @@ func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 		a.setJSON(key(tagEvent, pid, ev.UID), ev)
 		a.setJSON(key(tagEventTargets, pid, ev.UID), targets)
 		a.b.Set(key(tagEventData, pid, ev.UID), data, nil)
+		if len(p.Targets) > 0 {
+			// data aliases the whole Raft entry (up to 4 MiB); a cached copy must not pin it.
+			a.eff.Events = append(a.eff.Events, NewEvent{ProjectID: pid, EventID: ev.UID, EventType: ev.EventType,
+				Headers: ev.Headers, Data: append([]byte(nil), data...)})
+		}
 	}
 	for _, t := range p.Targets {
 		d := model.Delivery{

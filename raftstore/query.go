@@ -20,6 +20,15 @@ import (
 // decompressed only to be sent or shown.
 func CompressData(data []byte) []byte { return s2.Encode(nil, data) }
 
+// DecompressData reverses CompressData.
+func DecompressData(b []byte) ([]byte, error) {
+	data, err := s2.Decode(nil, b)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: decompress event data: %w", err)
+	}
+	return data, nil
+}
+
 // APIKey returns the key whose SHA-256 is hash, or nil.
 func (s *Store) APIKey(hash [sha256.Size]byte) *model.APIKey { return s.fsm.cat.Load().key(hash) }
 
