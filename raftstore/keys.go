@@ -21,13 +21,13 @@ import (
 //	'U' pid evid                   the event's matched endpoint ids -> JSON list (kept apart: a
 //	                               delivery never reads it, and at large fan-out it is large)
 //	'I' pid idempotency-key        idempotency index               -> evid
-//	'D' pid did                    delivery                        -> model.Delivery JSON
+//	'D' pid did                    delivery                        -> model.Delivery, binary (codec.go)
 //	'X' pid eid did                deliveries by endpoint          -> ""
 //	'Y' pid evid did               deliveries by event             -> ""
 //	'Q' pid status did             deliveries by status            -> ""
 //	'R' pid eid status did         deliveries by endpoint+status   -> ""
 //	'T' due-ms(8, BE) did          due-time index (pending only)   -> pid eid
-//	'A' pid did aid                attempt                         -> model.Attempt JSON
+//	'A' pid did aid                attempt                         -> model.Attempt, binary (codec.go)
 //	'H' pid eid                    endpoint health                 -> model.EndpointHealth JSON
 //	'N' pid meta-uid               meta event                      -> model.MetaEvent JSON
 const (
