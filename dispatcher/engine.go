@@ -267,8 +267,7 @@ func (e *Engine) Observe(eff raftstore.Effects) {
 	// Before the deliveries are scheduled, so their loads find the events.
 	for i := range eff.Events {
 		ev := &eff.Events[i]
-		e.events.add(&cachedEvent{key: eventKey{ev.ProjectID, ev.EventID}, eventType: ev.EventType,
-			compressed: ev.Data, rawHeaders: ev.Headers})
+		e.events.add(&cachedEvent{key: eventKey{ev.ProjectID, ev.EventID}, compressed: ev.Data, rawHeaders: ev.Headers})
 	}
 	for _, d := range eff.Due {
 		if e.owns(d.ProjectID, d.EndpointID) {
@@ -322,7 +321,7 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 	job := &Job{
 		Ref:       ref,
 		EventID:   d.EventID,
-		EventType: ev.eventType,
+		EventType: d.EventType,
 		Attempt:   d.Attempts + 1,
 		Body:      ev.body,
 		Headers:   ev.headers,
@@ -343,7 +342,7 @@ func (e *Engine) event(pid, evid string) (*cachedEvent, error) {
 		if err != nil {
 			return nil, fmt.Errorf("event %s: %w", evid, err)
 		}
-		x := &cachedEvent{key: k, eventType: ev.eventType, body: body, headers: toHeader(ev.rawHeaders)}
+		x := &cachedEvent{key: k, body: body, headers: toHeader(ev.rawHeaders)}
 		e.events.add(x)
 		return x, nil
 	}
@@ -351,7 +350,7 @@ func (e *Engine) event(pid, evid string) (*cachedEvent, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &cachedEvent{key: k, eventType: ev.EventType, body: ev.Data, headers: toHeader(ev.Headers)}
+	c := &cachedEvent{key: k, body: ev.Data, headers: toHeader(ev.Headers)}
 	e.events.add(c)
 	return c, nil
 }

@@ -24,13 +24,12 @@ type eventCache struct {
 
 type eventKey struct{ projectID, eventID string }
 
-// cachedEvent is what a job needs of an event. Body and Headers are shared by every job of the
+// cachedEvent is what a job needs of an event beyond its delivery record. Body and Headers are shared by every job of the
 // event: the Loader contract has them only read. An event handed over by the store as it was
 // published holds its compressed data and raw headers until its first delivery expands them (off
 // the FSM goroutine); entries are immutable, so that delivery caches an expanded copy.
 type cachedEvent struct {
 	key        eventKey
-	eventType  string
 	body       []byte
 	headers    http.Header
 	compressed []byte
@@ -69,7 +68,7 @@ func (c *eventCache) add(ev *cachedEvent) {
 	if c == nil {
 		return
 	}
-	ev.size = int64(len(ev.key.projectID)+len(ev.key.eventID)+len(ev.eventType)+len(ev.body)+len(ev.compressed)) + eventOverhead
+	ev.size = int64(len(ev.key.projectID)+len(ev.key.eventID)+len(ev.body)+len(ev.compressed)) + eventOverhead
 	for k, vs := range ev.headers {
 		ev.size += int64(len(k))
 		for _, v := range vs {
@@ -123,6 +122,9 @@ func (c *eventCache) clear() {
 
 // len is how many events are cached (tests).
 func (c *eventCache) len() int {
+	if c == nil {
+		return 0
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.items)

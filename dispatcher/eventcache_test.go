@@ -1,18 +1,21 @@
 package dispatcher
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/sluice-gw/sluice/model"
 )
 
 func TestEventCacheBoundsBytesAndEvictsLeastRecent(t *testing.T) {
 	ev := func(id string, n int) *cachedEvent {
-		return &cachedEvent{key: eventKey{"p", id}, eventType: "t", body: []byte(strings.Repeat("x", n)),
+		return &cachedEvent{key: eventKey{"p", id}, body: []byte(strings.Repeat("x", n)),
 			headers: http.Header{"X-A": {"v"}}}
 	}
-	// Each event costs its project and id (1 + 1), type (1), body (1,000), header (3 + 1) and overhead.
-	per := int64(1+1+1+1000+3+1) + eventOverhead
+	// Each event costs its project and id (1 + 1), body (1,000), header (3 + 1) and overhead.
+	per := int64(1+1+1000+3+1) + eventOverhead
 	tests := []struct {
 		name    string
 		max     int64
@@ -74,5 +77,40 @@ func TestEventCacheBoundsBytesAndEvictsLeastRecent(t *testing.T) {
 	disabled.add(ev("a", 1))
 	if disabled.get(eventKey{"p", "a"}) != nil {
 		t.Fatal("a disabled cache returned an event")
+	}
+}
+
+// Whether a delivery's event comes from the cache (handed over by the FSM at publish), from the
+// cache after another delivery loaded it, or from the store, the request is the same.
+func TestEngineEventSources(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		cache int64
+	}{{"cache", 0}, {"store", -1}} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startEngine(t, t.TempDir(), func(c *EngineConfig) { c.EventCacheBytes = tt.cache })
+			e.project()
+			sk := newRecSink(t, nil)
+			eid := e.endpoint(sk.srv.URL+"/hook", nil)
+			for i := 0; i < 3; i++ {
+				data := fmt.Sprintf(`{"n": %d}`, i)
+				evid, did := e.publish(eid, data)
+				e.waitDelivery(did, "success", func(d *model.Delivery) bool { return d.Status == model.StatusSuccess })
+				sk.mu.Lock()
+				r, body := sk.reqs[i], sk.body[i]
+				sk.mu.Unlock()
+				if string(body) != data || r.Header.Get("X-Custom") != "c" || r.Header.Get(HeaderEventID) != evid ||
+					r.Header.Get(HeaderEventType) != "invoice.paid" {
+					t.Fatalf("request %d: body %q, headers %v", i, body, r.Header)
+				}
+			}
+			want := 3
+			if tt.cache < 0 {
+				want = 0
+			}
+			if n := e.eng.events.len(); n != want {
+				t.Fatalf("the cache holds %d events, want %d", n, want)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -305,5 +306,41 @@ func TestResultsFormatsApplyAlike(t *testing.T) {
 	h := s.EndpointHealth(f.pid, f.eid)
 	if h.Attempts != 4 || h.Failures != 2 || h.ConsecutiveFailures != 0 {
 		t.Fatalf("health after two failures and two successes = %+v (after the first two: %s)", h, healthJSON)
+	}
+}
+
+// EventForDelivery skips decoding event records without headers: a headers-like text anywhere else
+// in the record must not fool it, and headers must never be lost.
+func TestEventForDeliveryHeaders(t *testing.T) {
+	s := openTestStore(t, t.TempDir(), nil)
+	defer s.Close()
+	f := setupProject(t, s)
+	tests := []struct {
+		name      string
+		eventType string
+		idem      string
+		headers   map[string]string
+	}{
+		{"no headers", "invoice.paid", "", nil},
+		{"headers", "invoice.paid", "", map[string]string{"X-Custom": "c", "X-Other": `"headers":`}},
+		{"headers-like idempotency key", "invoice.paid", `k "headers": {"X":"y"}`, nil},
+		{"headers-like event type", `"headers":`, "", nil},
+		{"headers-like text and headers", `"headers":`, `"headers":`, map[string]string{"X-A": "1"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, blob := publishCmd(f, i, tt.idem)
+			p.Event.EventType, p.Event.Headers = tt.eventType, tt.headers
+			mustPropose(t, s, CmdPublish, p, blob)
+			ev, err := s.EventForDelivery(f.pid, p.Event.UID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := json.Marshal(ev.Headers)
+			want, _ := json.Marshal(tt.headers)
+			if !bytes.Equal(got, want) || string(ev.Data) != fmt.Sprintf(`{"n": %d}`, i) {
+				t.Fatalf("headers %s, data %q; want %s", got, ev.Data, want)
+			}
+		})
 	}
 }

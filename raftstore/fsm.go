@@ -80,9 +80,9 @@ type EndpointChange struct {
 // NewEvent is what a delivery needs of a newly published event. Data is compressed (CompressData)
 // and owned by the receiver; Headers is shared and must only be read.
 type NewEvent struct {
-	ProjectID, EventID, EventType string
-	Headers                       map[string]string
-	Data                          []byte
+	ProjectID, EventID string
+	Headers            map[string]string
+	Data               []byte
 }
 
 // MetaRef names a meta event to send.
@@ -712,8 +712,8 @@ func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 		a.b.Set(key(tagEventData, pid, ev.UID), data, nil)
 		if len(p.Targets) > 0 {
 			// data aliases the whole Raft entry (up to 4 MiB); a cached copy must not pin it.
-			a.eff.Events = append(a.eff.Events, NewEvent{ProjectID: pid, EventID: ev.UID, EventType: ev.EventType,
-				Headers: ev.Headers, Data: append([]byte(nil), data...)})
+			a.eff.Events = append(a.eff.Events, NewEvent{ProjectID: pid, EventID: ev.UID, Headers: ev.Headers,
+				Data: append([]byte(nil), data...)})
 		}
 	}
 	for _, t := range p.Targets {

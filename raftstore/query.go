@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -140,17 +141,24 @@ func eventTargets(db pebble.Reader, ev *model.Event) error {
 }
 
 // EventForDelivery returns an event with its data but without its matched endpoints: what one
-// delivery needs, at a cost that does not grow with the event's fan-out.
-// Only UID, ProjectID, EventType, Headers and Data are set: decoding the rest of the record took a
-// third of the load.
+// delivery needs, at a cost that does not grow with the event's fan-out. Only UID, ProjectID,
+// Headers and Data are set (a delivery record carries its event's type): decoding the rest of the
+// record took a third of the load, and a record without headers is not decoded at all.
 func (s *Store) EventForDelivery(pid, evid string) (*model.Event, error) {
-	var rec struct {
-		EventType string            `json:"event_type"`
-		Headers   map[string]string `json:"headers"`
-	}
 	ev := model.Event{UID: evid, ProjectID: pid}
 	err := s.st.view(func(db *pebble.DB) error {
-		if err := getJSON(db, key(tagEvent, pid, evid), &rec); err != nil {
+		err := getRecord(db, key(tagEvent, pid, evid), func(v []byte) error {
+			if len(v) > 0 && v[0] == '{' && !bytes.Contains(v, headersField) {
+				return nil
+			}
+			var rec struct {
+				Headers map[string]string `json:"headers"`
+			}
+			err := json.Unmarshal(v, &rec)
+			ev.Headers = rec.Headers
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("event %s: %w", evid, err)
 		}
 		data, err := eventData(db, pid, evid)
@@ -160,9 +168,12 @@ func (s *Store) EventForDelivery(pid, evid string) (*model.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	ev.EventType, ev.Headers = rec.EventType, rec.Headers
 	return &ev, nil
 }
+
+// headersField is how encoding/json writes model.Event's headers key (omitted when empty). The
+// sequence cannot occur inside a JSON string, where every quote is escaped.
+var headersField = []byte(`"headers":`)
 
 // EventData returns only an event's data, decompressed: the exact bytes published.
 func (s *Store) EventData(pid, evid string) ([]byte, error) {
