@@ -27,6 +27,9 @@ type EngineConfig struct {
 	ResultQueue int
 	// ResultProposers is how many result batches may be in flight at once. Default 4.
 	ResultProposers int
+	// EventCacheBytes bounds the recently loaded events kept decoded, so an event's deliveries to many
+	// endpoints read and decompress it once. Default 16 MiB; negative disables the cache.
+	EventCacheBytes int64
 	// RetryOnStoreError is how long a delivery waits before it is tried again after its job could not
 	// be loaded or its result could not be committed. Default 1 s.
 	RetryOnStoreError time.Duration
@@ -51,6 +54,7 @@ type Engine struct {
 	clock  clock.Clock
 	log    *slog.Logger
 	wheel  *scheduler.Wheel[Ref]
+	events *eventCache // nil when disabled
 	d      *Dispatcher
 	meta   *metaSender
 	sender Sender
@@ -76,6 +80,9 @@ func NewEngine(cfg EngineConfig, st *raftstore.Store, sender Sender) (*Engine, e
 	if cfg.ResultProposers <= 0 {
 		cfg.ResultProposers = 4
 	}
+	if cfg.EventCacheBytes == 0 {
+		cfg.EventCacheBytes = 16 << 20
+	}
 	if cfg.RetryOnStoreError <= 0 {
 		cfg.RetryOnStoreError = time.Second
 	}
@@ -97,6 +104,9 @@ func NewEngine(cfg EngineConfig, st *raftstore.Store, sender Sender) (*Engine, e
 		results:  make(chan raftstore.AttemptResult, cfg.ResultQueue),
 		sender:   sender,
 		reassign: make(chan struct{}, 1),
+	}
+	if cfg.EventCacheBytes > 0 {
+		e.events = newEventCache(cfg.EventCacheBytes)
 	}
 	e.meta = newMetaSender(e)
 	d, err := New(cfg.Dispatcher, storeLoader{e}, sender, resultSink{e})
@@ -228,6 +238,9 @@ func refOf(d raftstore.Due) Ref {
 // endpoints whose status changed lose their queued work (a reactivated endpoint's pending deliveries
 // arrive as Due in the same effects).
 func (e *Engine) Observe(eff raftstore.Effects) {
+	if eff.Reset {
+		e.events.clear()
+	}
 	if eff.LiveChanged || eff.Reset {
 		select {
 		case e.reassign <- struct{}{}:
@@ -250,6 +263,11 @@ func (e *Engine) Observe(eff raftstore.Effects) {
 	}
 	if !e.active.Load() || eff.Reset {
 		return
+	}
+	// Before the deliveries are scheduled, so their loads find the events.
+	for i := range eff.Events {
+		ev := &eff.Events[i]
+		e.events.add(&cachedEvent{key: eventKey{ev.ProjectID, ev.EventID}, compressed: ev.Data, rawHeaders: ev.Headers})
 	}
 	for _, d := range eff.Due {
 		if e.owns(d.ProjectID, d.EndpointID) {
@@ -294,7 +312,7 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 		// Paused or disabled: the delivery stays pending in the store; reactivation requeues it.
 		return nil, fmt.Errorf("%w: endpoint %s is not active", ErrNotPending, ref.EndpointID)
 	}
-	ev, err := e.st.EventForDelivery(ref.ProjectID, d.EventID)
+	ev, err := e.event(ref.ProjectID, d.EventID)
 	if err != nil {
 		e.later(ref)
 		return nil, err
@@ -302,14 +320,39 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 	proj := e.st.Project(ref.ProjectID)
 	job := &Job{
 		Ref:       ref,
-		EventID:   ev.UID,
-		EventType: ev.EventType,
+		EventID:   d.EventID,
+		EventType: d.EventType,
 		Attempt:   d.Attempts + 1,
-		Body:      ev.Data,
-		Headers:   toHeader(ev.Headers),
+		Body:      ev.body,
+		Headers:   ev.headers,
 		Endpoint:  endpointOf(ep, proj),
 	}
 	return job, nil
+}
+
+// event returns what a job needs of an event, from the cache when one of its other deliveries
+// loaded it recently.
+func (e *Engine) event(pid, evid string) (*cachedEvent, error) {
+	k := eventKey{pid, evid}
+	if ev := e.events.get(k); ev != nil {
+		if ev.expanded() {
+			return ev, nil
+		}
+		body, err := raftstore.DecompressData(ev.compressed)
+		if err != nil {
+			return nil, fmt.Errorf("event %s: %w", evid, err)
+		}
+		x := &cachedEvent{key: k, body: body, headers: toHeader(ev.rawHeaders)}
+		e.events.add(x)
+		return x, nil
+	}
+	ev, err := e.st.EventForDelivery(pid, evid)
+	if err != nil {
+		return nil, err
+	}
+	c := &cachedEvent{key: k, body: ev.Data, headers: toHeader(ev.Headers)}
+	e.events.add(c)
+	return c, nil
 }
 
 func toHeader(m map[string]string) http.Header {
@@ -467,10 +510,7 @@ func (e *Engine) proposeResults() {
 }
 
 func (e *Engine) commitResults(batch []raftstore.AttemptResult) error {
-	cmd, err := raftstore.NewCommand(raftstore.CmdResults, raftstore.Results{Results: batch}, nil)
-	if err != nil {
-		return err
-	}
+	cmd := raftstore.NewResultsCommand(batch)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := e.st.Propose(ctx, cmd)

@@ -20,7 +20,7 @@ import (
 
 // engineEnv is a real store, a real engine and real HTTP sinks on 127.0.0.1.
 type engineEnv struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	st     *raftstore.Store
 	eng    *Engine
@@ -40,7 +40,7 @@ func freeRaftAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-func startEngine(t *testing.T, dir string, mod func(*EngineConfig)) *engineEnv {
+func startEngine(t testing.TB, dir string, mod func(*EngineConfig)) *engineEnv {
 	t.Helper()
 	e := &engineEnv{t: t, dir: dir, mod: mod}
 	var eng atomic.Pointer[Engine]

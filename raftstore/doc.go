@@ -5,7 +5,10 @@ whose FSM keeps every record in a Pebble instance of its own (the "state DB").
 # Writes
 
 Callers build a Command (a type, a JSON Meta and an optional Blob of bytes that must not be
-re-encoded, such as an event's data, compressed once at ingest with s2) and call Store.Propose. The
+re-encoded, such as an event's data, compressed once at ingest with s2) and call Store.Propose.
+CmdResults, the delivery engine's hot command, carries a binary Meta instead (NewResultsCommand;
+codec.go describes it and the delivery and attempt records, and how JSON written by earlier versions
+is told apart). The
 proposer packs concurrent proposals into one Raft entry: while MaxInFlight entries are between
 raft.Apply and FSM apply, new proposals accumulate into the next batch (bounded by MaxBatchBytes,
 4 MiB, and MaxBatchCommands). Batching therefore comes from load and adds no latency when idle, and

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -55,6 +57,9 @@ type Effects struct {
 	Endpoints []EndpointChange
 	// MetaEvents lists meta events that became due for sending.
 	MetaEvents []MetaRef
+	// Events lists the events published in the batch that have deliveries, so the delivery engine
+	// can send them without reading them back from the store.
+	Events []NewEvent
 	// Heartbeats lists nodes whose registration (heartbeat) was applied.
 	Heartbeats []string
 	// LiveChanged says the set of nodes taking part in dispatch changed: ownership moves.
@@ -70,6 +75,14 @@ type EndpointChange struct {
 	Deleted               bool
 	// Reason is why an endpoint was disabled ("410 Gone", "N consecutive failures").
 	Reason string
+}
+
+// NewEvent is what a delivery needs of a newly published event. Data is compressed (CompressData)
+// and owned by the receiver; Headers is shared and must only be read.
+type NewEvent struct {
+	ProjectID, EventID string
+	Headers            map[string]string
+	Data               []byte
 }
 
 // MetaRef names a meta event to send.
@@ -258,6 +271,34 @@ type applier struct {
 	// projects holds this batch's project writes (nil: deleted) until after runs them on the catalog:
 	// between batches the catalog is exactly the applied state, so project lookups need no read.
 	projects map[string]*model.Project
+	// health holds the endpoint health records a results command updates, written once at its end
+	// rather than once per result.
+	health map[string]*model.EndpointHealth
+	// buf and kbuf are reused to encode values and keys; pebble copies both on Set.
+	buf, kbuf []byte
+}
+
+// getDelivery reads a delivery record (binary, or JSON as written by earlier versions).
+func (a *applier) getDelivery(pid, did string, d *model.Delivery) error {
+	a.kbuf = appendKey(a.kbuf[:0], tagDelivery, pid, did)
+	val, closer, err := a.b.Get(a.kbuf)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	if err := decodeDelivery(val, d); err != nil {
+		return fmt.Errorf("raftstore: delivery %s: %w", did, err)
+	}
+	return nil
+}
+
+func (a *applier) putDelivery(d *model.Delivery) {
+	a.buf = appendDelivery(a.buf[:0], d)
+	a.kbuf = appendKey(a.kbuf[:0], tagDelivery, d.ProjectID, d.UID)
+	a.b.Set(a.kbuf, a.buf, nil)
 }
 
 func (a *applier) apply(c *Command) Result {
@@ -305,9 +346,11 @@ func (a *applier) apply(c *Command) Result {
 			res, err = a.publish(&p, c.Blob)
 		}
 	case CmdResults:
-		var r Results
-		if err = decode(c, &r); err == nil {
-			err = a.results(&r)
+		rs, raw, derr := decodeResults(c.Meta, false)
+		if derr != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrBadCmd, c.Type, derr)
+		} else {
+			err = a.results(rs, raw)
 		}
 	case CmdResend:
 		var r Resend
@@ -518,7 +561,7 @@ func (a *applier) deleteProject(pid string) error {
 		err := a.forEach(statusKey(pid, st, ""), func(k, _ []byte) error {
 			did := string(k[len(k)-model.IDLen:])
 			var d model.Delivery
-			if err := a.getJSON(key(tagDelivery, pid, did), &d); err == nil && d.NextAttemptAt != nil {
+			if err := a.getDelivery(pid, did, &d); err == nil && d.NextAttemptAt != nil {
 				dues = append(dues, dueKey(*d.NextAttemptAt, did))
 			}
 			return nil
@@ -587,7 +630,7 @@ func (a *applier) requeueEndpoint(pid, eid string) error {
 		err := a.forEach(epStatusKey(pid, eid, st, ""), func(k, _ []byte) error {
 			did := string(k[len(k)-model.IDLen:])
 			var d model.Delivery
-			if err := a.getJSON(key(tagDelivery, pid, did), &d); err != nil || d.NextAttemptAt == nil {
+			if err := a.getDelivery(pid, did, &d); err != nil || d.NextAttemptAt == nil {
 				return nil
 			}
 			a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: eid, DeliveryID: did, At: *d.NextAttemptAt})
@@ -616,7 +659,7 @@ func (a *applier) deleteEndpoint(d *DeleteRef) error {
 	}
 	for _, did := range pending {
 		var dl model.Delivery
-		if err := a.getJSON(key(tagDelivery, d.ProjectID, did), &dl); err != nil {
+		if err := a.getDelivery(d.ProjectID, did, &dl); err != nil {
 			continue
 		}
 		dl.LastError = "endpoint deleted"
@@ -700,6 +743,11 @@ func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 		a.setJSON(key(tagEvent, pid, ev.UID), ev)
 		a.setJSON(key(tagEventTargets, pid, ev.UID), targets)
 		a.b.Set(key(tagEventData, pid, ev.UID), data, nil)
+		if len(p.Targets) > 0 {
+			// data aliases the whole Raft entry (up to 4 MiB); a cached copy must not pin it.
+			a.eff.Events = append(a.eff.Events, NewEvent{ProjectID: pid, EventID: ev.UID, Headers: ev.Headers,
+				Data: append([]byte(nil), data...)})
+		}
 	}
 	for _, t := range p.Targets {
 		d := model.Delivery{
@@ -719,39 +767,57 @@ func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 func (a *applier) setStatus(d *model.Delivery, st model.DeliveryStatus, next *time.Time, at time.Time) {
 	pid, did := d.ProjectID, d.UID
 	if d.Status != "" && d.Status != st {
-		a.b.Delete(statusKey(pid, d.Status, did), nil)
-		a.b.Delete(epStatusKey(pid, d.EndpointID, d.Status, did), nil)
+		a.kbuf = appendStatusKey(a.kbuf[:0], pid, d.Status, did)
+		a.b.Delete(a.kbuf, nil)
+		a.kbuf = appendEPStatusKey(a.kbuf[:0], pid, d.EndpointID, d.Status, did)
+		a.b.Delete(a.kbuf, nil)
 	}
 	if d.Status.Pending() && d.NextAttemptAt != nil {
-		a.b.Delete(dueKey(*d.NextAttemptAt, did), nil)
+		a.kbuf = appendDueKey(a.kbuf[:0], *d.NextAttemptAt, did)
+		a.b.Delete(a.kbuf, nil)
 	}
 	if d.Status != st {
-		a.b.Set(statusKey(pid, st, did), nil, nil)
-		a.b.Set(epStatusKey(pid, d.EndpointID, st, did), nil, nil)
+		a.kbuf = appendStatusKey(a.kbuf[:0], pid, st, did)
+		a.b.Set(a.kbuf, nil, nil)
+		a.kbuf = appendEPStatusKey(a.kbuf[:0], pid, d.EndpointID, st, did)
+		a.b.Set(a.kbuf, nil, nil)
 	}
 	d.Status, d.UpdatedAt = st, at
 	d.NextAttemptAt = nil
 	if st.Pending() && next != nil {
 		n := *next
 		d.NextAttemptAt = &n
-		a.b.Set(dueKey(n, did), []byte(pid+d.EndpointID), nil)
+		a.kbuf = appendDueKey(a.kbuf[:0], n, did)
+		a.buf = append(append(a.buf[:0], pid...), d.EndpointID...)
+		a.b.Set(a.kbuf, a.buf, nil)
 		a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: d.EndpointID, DeliveryID: did, At: n})
 	}
-	a.setJSON(key(tagDelivery, pid, did), d)
+	a.putDelivery(d)
 }
 
-func (a *applier) results(rs *Results) error {
-	for i := range rs.Results {
-		r := &rs.Results[i]
-		if !r.Status.Valid() {
-			return fmt.Errorf("%w: result for %s has status %q", ErrBadCmd, r.DeliveryID, r.Status)
+// results applies attempt results. raw, when set, holds each result's attempt record as encoded by the
+// proposer, stored as is.
+func (a *applier) results(rs []AttemptResult, raw [][]byte) error {
+	for i := range rs {
+		if !rs[i].Status.Valid() {
+			return fmt.Errorf("%w: result for %s has status %q", ErrBadCmd, rs[i].DeliveryID, rs[i].Status)
 		}
+	}
+	defer a.flushHealth()
+	for i := range rs {
+		r := &rs[i]
 		var d model.Delivery
-		if err := a.getJSON(key(tagDelivery, r.ProjectID, r.DeliveryID), &d); err != nil {
+		if err := a.getDelivery(r.ProjectID, r.DeliveryID, &d); err != nil {
 			continue // deleted with its project meanwhile
 		}
 		if r.Attempt != nil {
-			a.setJSON(key(tagAttempt, r.ProjectID, r.DeliveryID, r.Attempt.UID), r.Attempt)
+			a.kbuf = appendKey(a.kbuf[:0], tagAttempt, r.ProjectID, r.DeliveryID, r.Attempt.UID)
+			if raw != nil && raw[i] != nil {
+				a.b.Set(a.kbuf, raw[i], nil)
+			} else {
+				a.buf = appendAttempt(a.buf[:0], r.Attempt)
+				a.b.Set(a.kbuf, a.buf, nil)
+			}
 			if r.Attempt.Number > d.Attempts {
 				d.Attempts = r.Attempt.Number
 			}
@@ -761,7 +827,7 @@ func (a *applier) results(rs *Results) error {
 		if d.Status == model.StatusSuccess && r.Status != model.StatusSuccess {
 			// A late result from an attempt that was in flight across a failover must not undo a
 			// success: keep the attempt in the log, leave the status.
-			a.setJSON(key(tagDelivery, r.ProjectID, r.DeliveryID), &d)
+			a.putDelivery(&d)
 			continue
 		}
 		var next *time.Time
@@ -795,12 +861,22 @@ func (a *applier) project(pid string) *model.Project { return a.projectRec(pid) 
 // healthWeight is the weight of the newest attempt in an endpoint's success rate.
 const healthWeight = 0.1
 
+// recordHealth updates an endpoint's health with one result. Within a results command the record is
+// read once and kept in a.health; flushHealth writes it.
 func (a *applier) recordHealth(d *model.Delivery, r *AttemptResult) model.EndpointHealth {
-	hk := key(tagHealth, d.ProjectID, d.EndpointID)
-	var h model.EndpointHealth
-	if a.getJSON(hk, &h) != nil {
-		h.SuccessRate = 1
+	hk := string(key(tagHealth, d.ProjectID, d.EndpointID))
+	hp := a.health[hk]
+	if hp == nil {
+		hp = new(model.EndpointHealth)
+		if a.getJSON([]byte(hk), hp) != nil {
+			*hp = model.EndpointHealth{SuccessRate: 1}
+		}
+		if a.health == nil {
+			a.health = make(map[string]*model.EndpointHealth)
+		}
+		a.health[hk] = hp
 	}
+	h := hp
 	h.Attempts++
 	score := 0.0
 	if r.Status == model.StatusSuccess {
@@ -820,8 +896,19 @@ func (a *applier) recordHealth(d *model.Delivery, r *AttemptResult) model.Endpoi
 	}
 	at := r.At
 	h.LastAttemptAt = &at
-	a.setJSON(hk, &h)
-	return h
+	return *h
+}
+
+// flushHealth writes the health records a results command updated, in key order (the batch's
+// contents do not depend on map order).
+func (a *applier) flushHealth() {
+	if len(a.health) == 0 {
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(a.health)) {
+		a.setJSON([]byte(k), a.health[k])
+	}
+	clear(a.health)
 }
 
 func (a *applier) disableEndpoint(proj *model.Project, pid, eid, reason string, r *AttemptResult) {
@@ -870,7 +957,7 @@ func (a *applier) resend(r *Resend) (int, error) {
 	n := 0
 	for _, did := range r.DeliveryIDs {
 		var d model.Delivery
-		if err := a.getJSON(key(tagDelivery, r.ProjectID, did), &d); err != nil {
+		if err := a.getDelivery(r.ProjectID, did, &d); err != nil {
 			if len(r.DeliveryIDs) == 1 {
 				return 0, fmt.Errorf("%w: delivery %s", ErrNotFound, did)
 			}

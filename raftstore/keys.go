@@ -21,13 +21,13 @@ import (
 //	'U' pid evid                   the event's matched endpoint ids -> JSON list (kept apart: a
 //	                               delivery never reads it, and at large fan-out it is large)
 //	'I' pid idempotency-key        idempotency index               -> evid
-//	'D' pid did                    delivery                        -> model.Delivery JSON
+//	'D' pid did                    delivery                        -> model.Delivery, binary (codec.go)
 //	'X' pid eid did                deliveries by endpoint          -> ""
 //	'Y' pid evid did               deliveries by event             -> ""
 //	'Q' pid status did             deliveries by status            -> ""
 //	'R' pid eid status did         deliveries by endpoint+status   -> ""
 //	'T' due-ms(8, BE) did          due-time index (pending only)   -> pid eid
-//	'A' pid did aid                attempt                         -> model.Attempt JSON
+//	'A' pid did aid                attempt                         -> model.Attempt, binary (codec.go)
 //	'H' pid eid                    endpoint health                 -> model.EndpointHealth JSON
 //	'N' pid meta-uid               meta event                      -> model.MetaEvent JSON
 //	'O' pid sid                    incoming or broker source       -> model.Source JSON (sources.go)
@@ -77,8 +77,21 @@ func key(tag byte, parts ...string) []byte {
 	return k
 }
 
+// appendKey is key appending to dst: the result-apply path reuses one buffer for the keys it writes
+// (pebble copies keys into the batch).
+func appendKey(dst []byte, tag byte, parts ...string) []byte {
+	dst = append(dst, tag)
+	for _, p := range parts {
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
 func statusKey(pid string, st model.DeliveryStatus, did string) []byte {
-	k := make([]byte, 0, 1+len(pid)+1+len(did))
+	return appendStatusKey(make([]byte, 0, 1+len(pid)+1+len(did)), pid, st, did)
+}
+
+func appendStatusKey(k []byte, pid string, st model.DeliveryStatus, did string) []byte {
 	k = append(k, tagByStatus)
 	k = append(k, pid...)
 	k = append(k, st.Code())
@@ -86,7 +99,10 @@ func statusKey(pid string, st model.DeliveryStatus, did string) []byte {
 }
 
 func epStatusKey(pid, eid string, st model.DeliveryStatus, did string) []byte {
-	k := make([]byte, 0, 1+len(pid)+len(eid)+1+len(did))
+	return appendEPStatusKey(make([]byte, 0, 1+len(pid)+len(eid)+1+len(did)), pid, eid, st, did)
+}
+
+func appendEPStatusKey(k []byte, pid, eid string, st model.DeliveryStatus, did string) []byte {
 	k = append(k, tagByEPStatus)
 	k = append(k, pid...)
 	k = append(k, eid...)
@@ -95,13 +111,16 @@ func epStatusKey(pid, eid string, st model.DeliveryStatus, did string) []byte {
 }
 
 func dueKey(at time.Time, did string) []byte {
-	k := make([]byte, 9, 9+len(did))
-	k[0] = tagDue
+	return appendDueKey(make([]byte, 0, 9+len(did)), at, did)
+}
+
+func appendDueKey(k []byte, at time.Time, did string) []byte {
 	ms := at.UnixMilli()
 	if ms < 0 {
 		ms = 0
 	}
-	binary.BigEndian.PutUint64(k[1:], uint64(ms))
+	k = append(k, tagDue)
+	k = binary.BigEndian.AppendUint64(k, uint64(ms))
 	return append(k, did...)
 }
 

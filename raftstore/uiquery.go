@@ -193,7 +193,7 @@ func (s *Store) QueryDeliveries(pid string, q DeliveryQuery) ([]*model.Delivery,
 			scanned++
 			defer func() { last = id }()
 			var d model.Delivery
-			if err := getJSON(db, key(tagDelivery, pid, id), &d); err != nil {
+			if err := getDelivery(db, pid, id, &d); err != nil {
 				if errors.Is(err, ErrNotFound) {
 					return true, nil
 				}
@@ -255,7 +255,7 @@ func (s *Store) QueryEvents(pid string, q EventQuery) ([]*model.Event, string, e
 			evid := id
 			if q.ByEndpoints {
 				var d model.Delivery
-				if err := getJSON(db, key(tagDelivery, pid, id), &d); err != nil {
+				if err := getDelivery(db, pid, id, &d); err != nil {
 					if errors.Is(err, ErrNotFound) {
 						return true, nil
 					}
@@ -333,7 +333,7 @@ func (s *Store) EventDeliveredTo(pid, evid string, endpoints map[string]bool, li
 				return false, nil
 			}
 			var d model.Delivery
-			if err := getJSON(db, key(tagDelivery, pid, did), &d); err != nil {
+			if err := getDelivery(db, pid, did, &d); err != nil {
 				if errors.Is(err, ErrNotFound) {
 					return true, nil
 				}
