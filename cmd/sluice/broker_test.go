@@ -185,7 +185,15 @@ func runBrokerSourceTest(t *testing.T, peer brokerPeer, n int) {
 		Reason string
 	}
 	waitFor(t, "the dead letter record", func() bool {
-		return p.call("GET", "/projects/"+proj.UID+"/sources/"+src.UID+"/dead_letters", nil, &letters) == 200 && len(letters) > 0
+		var page struct { // the list is a page, like the events list
+			Content []struct {
+				Body   json.RawMessage
+				Reason string
+			}
+		}
+		ok := p.call("GET", "/projects/"+proj.UID+"/sources/"+src.UID+"/dead_letters", nil, &page) == 200 && len(page.Content) > 0
+		letters = page.Content
+		return ok
 	})
 	var body string
 	if len(letters) == 1 {
