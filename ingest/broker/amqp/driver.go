@@ -36,7 +36,8 @@ const (
 	// defaultWorkers mirrors ingest/broker's default workers (not exported there): the prefetch of
 	// a source that names none.
 	defaultWorkers = 64
-	// dialTimeout bounds the TCP connect and the TLS and AMQP handshakes, before heartbeats run.
+	// dialTimeout bounds the TCP connect and the TLS and AMQP handshakes, before heartbeats run,
+	// unless the URL's connection_timeout (milliseconds) says otherwise.
 	dialTimeout = 30 * time.Second
 	heartbeat   = 10 * time.Second
 	// maxShortStr is AMQP's limit on queue, exchange and routing key names.
@@ -86,9 +87,10 @@ func (Driver) Check(src *model.Source) error {
 	return nil
 }
 
-// uriFileParams are amqps:// query parameters that make the client read files on the Sluice node;
-// a source's TLS material belongs in its tls section instead.
-var uriFileParams = []string{"cacertfile", "certfile", "keyfile"}
+// uriTLSParams are the client's URL parameters for TLS. The file ones would make it read files on
+// the Sluice node, and the driver always passes its own TLS settings, which the client then uses
+// instead of all four: a source's TLS settings belong in its tls section.
+var uriTLSParams = []string{"cacertfile", "certfile", "keyfile", "server_name_indication"}
 
 func checkURL(raw string, t *model.BrokerTLS) error {
 	if raw == "" {
@@ -113,9 +115,9 @@ func checkURL(raw string, t *model.BrokerTLS) error {
 			return fmt.Errorf("broker.amqp.url: port %q is not 1..65535", p)
 		}
 	}
-	for _, k := range uriFileParams {
+	for _, k := range uriTLSParams {
 		if u.Query().Has(k) {
-			return fmt.Errorf("broker.amqp.url: the %s parameter reads a file on the node; put PEM in broker.amqp.tls", k)
+			return fmt.Errorf("broker.amqp.url: the %s parameter is not supported; TLS settings go in broker.amqp.tls", k)
 		}
 	}
 	if _, err := amqp091.ParseURI(raw); err != nil {
@@ -251,6 +253,10 @@ func (c *consumer) dial(ctx context.Context) (*amqp091.Connection, error) {
 		// Without this the client builds its TLS settings from the URL's file parameters.
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
+	timeout := dialTimeout
+	if uri, err := amqp091.ParseURI(c.cfg.URL); err == nil && uri.ConnectionTimeout > 0 {
+		timeout = time.Duration(uri.ConnectionTimeout) * time.Millisecond
+	}
 	props := amqp091.NewConnectionProperties()
 	props.SetClientConnectionName("sluice source " + c.src.UID)
 	var stop func() bool
@@ -259,14 +265,14 @@ func (c *consumer) dial(ctx context.Context) (*amqp091.Connection, error) {
 		Heartbeat:       heartbeat,
 		Properties:      props,
 		Dial: func(network, addr string) (net.Conn, error) {
-			d := net.Dialer{Timeout: dialTimeout}
+			d := net.Dialer{Timeout: timeout}
 			nc, err := d.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
 			// Heartbeats start after the handshake; until then a deadline bounds a silent server
 			// (the client clears it once the connection is open), and ctx ending cuts it short.
-			if err := nc.SetDeadline(time.Now().Add(dialTimeout)); err != nil {
+			if err := nc.SetDeadline(time.Now().Add(timeout)); err != nil {
 				nc.Close()
 				return nil, err
 			}

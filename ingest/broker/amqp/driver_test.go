@@ -270,6 +270,9 @@ func TestCheck(t *testing.T) {
 		{"bad port", source("amqp://127.0.0.1:99999/", "q", 0, nil), "port"},
 		{"unparsable url hides the password", source("amqp://u:secretpw@127.0.0.1:x y/", "q", 0, nil), "broker.amqp.url"},
 		{"file parameters", source("amqps://127.0.0.1/?cacertfile=/etc/passwd", "q", 0, nil), "cacertfile"},
+		{"sni parameter", source("amqps://127.0.0.1/?server_name_indication=x", "q", 0, nil), "broker.amqp.tls"},
+		{"valid client parameters", source("amqp://127.0.0.1/?heartbeat=5&connection_timeout=2000", "q", 0, nil), ""},
+		{"bad heartbeat", source("amqp://127.0.0.1/?heartbeat=x", "q", 0, nil), "broker.amqp.url"},
 		{"tls on plain amqp", source(good, "q", 0, func(a *model.AMQPSource) { a.TLS = tlsOn }), "use amqps://"},
 		{"bad ca", source("amqps://127.0.0.1/", "q", 0, func(a *model.AMQPSource) {
 			a.TLS = &model.BrokerTLS{Enabled: true, CAPEM: "nope"}
