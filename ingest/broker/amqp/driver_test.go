@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,14 +43,14 @@ func testURL() string {
 
 // rabbit is a test's admin connection: it declares, publishes and inspects.
 type rabbit struct {
-	t    *testing.T
+	t    testing.TB
 	url  string
 	conn *amqp091.Connection
 	ch   *amqp091.Channel
 	name string // unique prefix of this test's queues and exchanges
 }
 
-func newRabbit(t *testing.T) *rabbit {
+func newRabbit(t testing.TB) *rabbit {
 	t.Helper()
 	u := testURL()
 	conn, err := amqp091.Dial(u)
@@ -108,11 +109,15 @@ func (r *rabbit) exchange(suffix string, queues ...string) string {
 
 func (r *rabbit) publish(queue string, msgs ...amqp091.Publishing) {
 	r.t.Helper()
+	confs := make([]*amqp091.DeferredConfirmation, 0, len(msgs))
 	for _, m := range msgs {
 		c, err := r.ch.PublishWithDeferredConfirm("", queue, true, false, m)
 		if err != nil {
 			r.t.Fatal(err)
 		}
+		confs = append(confs, c)
+	}
+	for _, c := range confs {
 		if !c.Wait() {
 			r.t.Fatalf("publish to %s not confirmed", queue)
 		}
@@ -206,7 +211,7 @@ type running struct {
 	done   chan error
 }
 
-func start(t *testing.T, d Driver, src *model.Source, h broker.Handler) *running {
+func start(t testing.TB, d Driver, src *model.Source, h broker.Handler) *running {
 	t.Helper()
 	c, err := d.Open(src, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -220,13 +225,13 @@ func start(t *testing.T, d Driver, src *model.Source, h broker.Handler) *running
 }
 
 // stop cancels the Run and returns what it returned.
-func (r *running) stop(t *testing.T) error {
+func (r *running) stop(t testing.TB) error {
 	t.Helper()
 	r.cancel()
 	return r.wait(t)
 }
 
-func (r *running) wait(t *testing.T) error {
+func (r *running) wait(t testing.TB) error {
 	t.Helper()
 	select {
 	case err, ok := <-r.done:
@@ -240,7 +245,7 @@ func (r *running) wait(t *testing.T) error {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
@@ -665,4 +670,64 @@ func testCert(t *testing.T, name string) (string, tls.Certificate) {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
 		tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// FuzzCheckURL: Check never panics on a URL and never quotes its password.
+func FuzzCheckURL(f *testing.F) {
+	for _, s := range [][2]string{
+		{"127.0.0.1:5672/vh", "secretpassword"}, {"host:x y/", "secretpassword"}, {"[::1", "p@ss:word/1"},
+		{"h:99999", "hunter2hunter2"}, {"h/?heartbeat=x", "hunter2hunter2"}, {"", "%zz%zz%zz%zz"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, rest, pw string) {
+		esc := url.PathEscape(pw)
+		raw := "amqp://user:" + esc + "@" + rest
+		err := checkURL(raw, nil)
+		if err == nil || len(pw) < 8 || strings.Contains(rest, pw) || strings.Contains(rest, esc) {
+			return
+		}
+		if msg := err.Error(); strings.Contains(msg, pw) || strings.Contains(msg, esc) {
+			t.Fatalf("checkURL(%q) = %q quotes the password", raw, msg)
+		}
+	})
+}
+
+// BenchmarkConsume measures the driver and client per message against the real server, with a
+// Handler that accepts at once: CPU time of this process per message (cpu-ns/op, the figure to
+// compare; wall time depends on the shared machine and the server) and allocations.
+func BenchmarkConsume(b *testing.B) {
+	for _, workers := range []int{16, 64, 256} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			r := newRabbit(b)
+			queue := r.queue("in", nil)
+			msgs := make([]amqp091.Publishing, b.N)
+			for i := range msgs {
+				msgs[i] = amqp91(fmt.Sprintf(`{"i":%d}`, i), fmt.Sprintf("m-%d", i))
+			}
+			r.publish(queue, msgs...)
+			h := newFakeHandler()
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0 := cpuTime(b)
+			run := start(b, Driver{}, source(r.url, queue, workers, nil), h)
+			waitFor(b, "every message processed", func() bool { return h.count() == b.N })
+			cpu := cpuTime(b) - cpu0
+			b.StopTimer()
+			run.stop(b)
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+			h.mu.Lock()
+			b.ReportMetric(float64(b.N)/float64(len(h.batches)), "msgs/batch")
+			h.mu.Unlock()
+		})
+	}
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime(t testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
