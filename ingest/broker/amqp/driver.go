@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -153,8 +152,8 @@ func (d Driver) Open(src *model.Source, log *slog.Logger) (broker.Consumer, erro
 	if c.cfg.DeadLetterRoutingKey == "" {
 		c.cfg.DeadLetterRoutingKey = c.cfg.Queue
 	}
-	u, _ := url.Parse(c.cfg.URL) // Check parsed it
-	c.addr = u.Host
+	u, _ := url.Parse(c.cfg.URL)                // Check parsed it
+	c.addr, c.tls = u.Host, u.Scheme == "amqps" // url.Parse lowercases the scheme
 	return c, nil
 }
 
@@ -163,6 +162,7 @@ type consumer struct {
 	src         *model.Source
 	cfg         model.AMQPSource // DeadLetterRoutingKey defaulted
 	addr        string           // host:port, for errors (the URL holds the password)
+	tls         bool             // amqps
 	log         *slog.Logger
 	batchWait   time.Duration
 	lagInterval time.Duration
@@ -249,7 +249,7 @@ func (c *consumer) dial(ctx context.Context) (*amqp091.Connection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker.amqp.%w", err)
 	}
-	if tlsCfg == nil && strings.HasPrefix(c.cfg.URL, "amqps:") {
+	if tlsCfg == nil && c.tls {
 		// Without this the client builds its TLS settings from the URL's file parameters.
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
 	}

@@ -641,11 +641,18 @@ func TestTLS(t *testing.T) {
 	start(t, Driver{}, src, h)
 	waitFor(t, "both messages over TLS", func() bool { return h.count() == 2 })
 
+	// amqps:// alone (any case) is verified TLS too, which the test certificate does not pass.
+	err := start(t, Driver{}, source(strings.Replace(src.Broker.AMQP.URL, "amqps:", "AMQPS:", 1), queue, 4, nil), newFakeHandler()).wait(t)
+	var verr *tls.CertificateVerificationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("Run with amqps:// and no tls section = %v, want a certificate verification error", err)
+	}
+
 	// The wrong server name fails the handshake: the CA really is checked.
 	bad := source(src.Broker.AMQP.URL, queue, 4, func(a *model.AMQPSource) {
 		a.TLS = &model.BrokerTLS{Enabled: true, CAPEM: caPEM, ServerName: "other.test"}
 	})
-	err := start(t, Driver{}, bad, newFakeHandler()).wait(t)
+	err = start(t, Driver{}, bad, newFakeHandler()).wait(t)
 	var certErr x509.HostnameError
 	if !errors.As(err, &certErr) {
 		t.Fatalf("Run with the wrong server name = %v, want a certificate name error", err)
