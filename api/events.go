@@ -175,42 +175,94 @@ type Published struct {
 func (in *PublishRequest) Validate(mode PublishMode) error { return in.validate(mode) }
 
 // Publish stores an event and its deliveries and returns once they are committed and applied. It is
-// the one publish path: HTTP, TCP and broker ingest all call it, so all share the proposer's batches.
-// in must have been validated.
+// the one publish path: HTTP, TCP and broker ingest all call it (or PublishAll), so all share the
+// proposer's batches. in must have been validated.
 func (s *Server) Publish(ctx context.Context, projectID string, in *PublishRequest) (*Published, error) {
+	ev, cmd, done, err := s.preparePublish(projectID, in)
+	if err != nil || done != nil {
+		return done, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	res, err := s.st.Propose(ctx, cmd)
+	return s.finishPublish(projectID, in, ev, res, err)
+}
+
+// PublishItem is one publish of PublishAll: ProjectID and Req in, Res or Err out.
+type PublishItem struct {
+	ProjectID string
+	Req       *PublishRequest
+	Res       *Published
+	Err       error
+}
+
+// PublishAll publishes items as concurrent Publish calls would, from the calling goroutine: their
+// commands are proposed back to back (usually into one Raft entry) and waited for together. Each
+// item's outcome is as Publish's; two items with the same idempotency key create one event.
+func (s *Server) PublishAll(ctx context.Context, items []PublishItem) {
+	evs := make([]*model.Event, 0, len(items))
+	cmds := make([]raftstore.Command, 0, len(items))
+	idx := make([]int, 0, len(items))
+	for i := range items {
+		it := &items[i]
+		ev, cmd, done, err := s.preparePublish(it.ProjectID, it.Req)
+		if err != nil || done != nil {
+			it.Res, it.Err = done, err
+			continue
+		}
+		evs, cmds, idx = append(evs, ev), append(cmds, cmd), append(idx, i)
+	}
+	if len(cmds) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	outs := s.st.ProposeAll(ctx, cmds)
+	for k, i := range idx {
+		it := &items[i]
+		it.Res, it.Err = s.finishPublish(it.ProjectID, it.Req, evs[k], outs[k].Result, outs[k].Err)
+	}
+}
+
+// preparePublish answers a repeated idempotency key from the state (done), or builds the command
+// that stores the event. The lookup costs no read for a key never used (raftstore's key filter);
+// the FSM checks the key again when it applies, which is what settles concurrent repeats.
+func (s *Server) preparePublish(projectID string, in *PublishRequest) (ev *model.Event, cmd raftstore.Command, done *Published, err error) {
 	if in.IdempotencyKey != "" {
 		if id, ok := s.st.IdempotentEvent(projectID, in.IdempotencyKey); ok {
-			ev, err := s.st.Event(projectID, id)
+			orig, err := s.st.Event(projectID, id)
 			if err != nil {
-				return nil, err
+				return nil, cmd, nil, err
 			}
-			return &Published{Event: ev, Matched: len(ev.Endpoints), Duplicate: true}, nil
+			return nil, cmd, &Published{Event: orig, Matched: len(orig.Endpoints), Duplicate: true}, nil
 		}
 	}
 	if s.st.Project(projectID) == nil {
-		return nil, errf(http.StatusNotFound, "project %s not found", projectID)
+		return nil, cmd, nil, errf(http.StatusNotFound, "project %s not found", projectID)
 	}
 	now := s.clock.Now().UTC()
-	ev := model.Event{
+	ev = &model.Event{
 		UID: model.NewID(now), ProjectID: projectID, EventType: in.EventType, EndpointID: in.EndpointID,
 		OwnerID: in.OwnerID, Headers: in.CustomHeaders, IdempotencyKey: in.IdempotencyKey, CreatedAt: now,
 		SourceID: in.SourceID,
 	}
-	targets, err := s.resolveTargets(projectID, &ev, in.Data, now)
+	targets, err := s.resolveTargets(projectID, ev, in.Data, now)
 	if err != nil {
-		return nil, err
+		return nil, cmd, nil, err
 	}
 	ev.Endpoints = make([]string, len(targets))
 	for i, t := range targets {
 		ev.Endpoints[i] = t.EndpointID
 	}
-	cmd, err := raftstore.NewCommand(raftstore.CmdPublish, raftstore.Publish{Event: ev, Targets: targets}, raftstore.CompressData(in.Data))
+	cmd, err = raftstore.NewPublishCommand(raftstore.Publish{Event: *ev, Targets: targets}, raftstore.CompressData(in.Data))
 	if err != nil {
-		return nil, err
+		return nil, cmd, nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-	defer cancel()
-	res, err := s.st.Propose(ctx, cmd)
+	return ev, cmd, nil, nil
+}
+
+// finishPublish turns the outcome of proposing ev's command into Publish's result.
+func (s *Server) finishPublish(projectID string, in *PublishRequest, ev *model.Event, res raftstore.Result, err error) (*Published, error) {
 	if err == nil {
 		err = res.Err
 	}
@@ -225,7 +277,7 @@ func (s *Server) Publish(ctx context.Context, projectID string, in *PublishReque
 		return &Published{Event: orig, Matched: len(orig.Endpoints), Duplicate: true}, nil
 	}
 	ev.Data = model.EventData(in.Data)
-	return &Published{Event: &ev, Matched: res.Matched}, nil
+	return &Published{Event: ev, Matched: res.Matched}, nil
 }
 
 func (s *Server) publishHandler(mode publishMode) handler {

@@ -14,9 +14,11 @@
 //     connection's inbound buffer, its auth state (authed, root, project) and all synchronous writes
 //     (AUTH_OK, PONG, ERROR). A loop never blocks: it parses headers, takes in-flight slots, copies a
 //     publish payload and hands it to a goroutine. Authenticate (a map lookup) is the only call out.
-//   - Publish goroutines, one job per PUBLISH and per PUBLISH_BATCH item, each job holding one
-//     in-flight slot, at most Config.MaxInFlight at once. A job decompresses, decodes and validates
-//     the JSON, calls Publisher.Publish, queues the ACK or NACK with gnet's AsyncWrite
+//   - Publish goroutines, one job per PUBLISH and per PUBLISH_BATCH (per item when the Publisher is
+//     not a BatchPublisher), each item holding one in-flight slot, at most Config.MaxInFlight at
+//     once. A job decompresses, decodes and validates the JSON, calls Publisher.Publish (a batch:
+//     BatchPublisher.PublishAll, its items proposed together and waited for by the one goroutine),
+//     queues each ACK or NACK with gnet's AsyncWrite
 //     (concurrency-safe; the bytes are written on the loop), then releases its slot. Releasing a slot
 //     wakes (gnet Conn.Wake) loops that paused a connection for want of one. A goroutine that
 //     finishes a job waits up to 10 s for the next before exiting, so steady load reuses goroutines

@@ -88,8 +88,9 @@ func (s *Server) publishFrame(c *conn, h wire.Header, payload []byte) {
 	s.publishOne(c, h.Seq, payload)
 }
 
-// publishBatch splits a batch and publishes its items concurrently, item i answered as seq+i, so
-// they reach the proposer together (and usually share one Raft entry). A batch whose item block is
+// publishBatch splits a batch and publishes its items together (with PublishAll when the Publisher
+// has it, else concurrently), item i answered as seq+i, so they reach the proposer together (and
+// usually share one Raft entry). A batch whose item block is
 // malformed gets a NACK for every item; the connection stays usable because the frame boundary was
 // sound.
 func (s *Server) publishBatch(c *conn, h wire.Header, payload []byte, count int) {
@@ -106,6 +107,10 @@ func (s *Server) publishBatch(c *conn, h wire.Header, payload []byte, count int)
 		for i := 0; i < count; i++ {
 			s.answer(c, h.Seq+uint64(i), nil, p)
 		}
+		return
+	}
+	if bp, ok := s.pub.(BatchPublisher); ok {
+		s.publishAll(c, h.Seq, items, bp)
 		return
 	}
 	for i := 1; i < len(items); i++ {
@@ -127,6 +132,34 @@ func (s *Server) publishOne(c *conn, seq uint64, item []byte) {
 		return
 	}
 	res, err := s.pub.Publish(s.ctx, pid, in)
+	s.published(c, seq, pid, res, err)
+}
+
+// publishAll decodes a batch's items and publishes the valid ones with one PublishAll call; item i
+// is answered as seq+i.
+func (s *Server) publishAll(c *conn, seq uint64, items [][]byte, bp BatchPublisher) {
+	batch := make([]api.PublishItem, 0, len(items))
+	seqs := make([]uint64, 0, len(items))
+	for i, item := range items {
+		pid, in, p, ok := s.decodePublish(c, item)
+		if !ok {
+			s.answer(c, seq+uint64(i), nil, p)
+			continue
+		}
+		batch = append(batch, api.PublishItem{ProjectID: pid, Req: in})
+		seqs = append(seqs, seq+uint64(i))
+	}
+	if len(batch) == 0 {
+		return
+	}
+	bp.PublishAll(s.ctx, batch)
+	for i := range batch {
+		s.published(c, seqs[i], batch[i].ProjectID, batch[i].Res, batch[i].Err)
+	}
+}
+
+// published answers a publish with its outcome.
+func (s *Server) published(c *conn, seq uint64, pid string, res *api.Published, err error) {
 	if err != nil {
 		s.answer(c, seq, nil, s.problemFor(err))
 		return

@@ -10,11 +10,14 @@ proposer packs concurrent proposals into one Raft entry: while MaxInFlight entri
 raft.Apply and FSM apply, new proposals accumulate into the next batch (bounded by MaxBatchBytes,
 4 MiB, and MaxBatchCommands). Batching therefore comes from load and adds no latency when idle, and
 raft's own leader loop puts every entry queued meanwhile into one synced StoreLogs call, so fsyncs per
-command fall far below one under concurrency. Propose returns after the command is committed on a
+command fall far below one under concurrency. An optional Linger (off by default) makes a batch wait
+a little for more proposals while other entries are in flight. Store.ProposeAll submits many commands
+from one goroutine (TCP ingest's PUBLISH_BATCH). Propose returns after the command is committed on a
 quorum and applied on this node; its Result carries the command's deterministic outcome.
 
 Entry framing: version byte (1), command count (uvarint), then per command: type byte, meta length
-(uvarint), meta, blob length (uvarint), blob.
+(uvarint), meta, blob length (uvarint), blob. A publish command's meta is JSON or, for new events, the
+binary form described in publishcodec.go (first byte 0x01); apply reads both.
 
 # Apply
 
@@ -25,7 +28,10 @@ has not seen. Apply reads no clock, randomness or local configuration: ids and t
 the commands (TestApplyIsDeterministic replays a log into a second FSM and compares bytes). After a
 batch commits, the FSM updates an in-memory catalog of keys, projects, endpoints and subscriptions
 (the hot lookups: auth and fan-out) and hands the dispatch Effects (deliveries that became due,
-endpoints whose status changed) to the Observe hook.
+endpoints whose status changed) to the Observe hook. Apply's project checks read that catalog (plus
+the batch's own earlier project writes) instead of the state DB. An in-memory Bloom filter of the
+idempotency keys (keyFilter, rebuilt in the background on open and restore) lets both the API's
+pre-check and apply skip the point read for a key that was never stored.
 
 # Durability
 

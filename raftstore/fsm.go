@@ -78,8 +78,10 @@ type MetaRef struct{ ProjectID, UID string }
 // FSM applies committed commands to the state DB. Apply, ApplyBatch, Snapshot and Restore are called
 // by raft from its single FSM goroutine; applied is written there and read atomically elsewhere.
 type FSM struct {
-	st      *stateDB
-	cat     atomic.Pointer[catalog]
+	st  *stateDB
+	cat atomic.Pointer[catalog]
+	// idem is the filter of idempotency keys, replaced (and rebuilt in the background) by reload.
+	idem    atomic.Pointer[keyFilter]
 	applied atomic.Uint64
 	// appliedCh is closed (and replaced) each time applied advances, so waiters need not poll.
 	appliedCh atomic.Pointer[chan struct{}]
@@ -106,8 +108,12 @@ func newFSM(st *stateDB, log *slog.Logger, observe func(Effects)) (*FSM, error) 
 	return f, nil
 }
 
-// reload re-reads the applied index and the catalog after open or restore.
+// reload re-reads the applied index and the catalog after open or restore, and starts rebuilding the
+// idempotency key filter (see keyFilter: until it is complete, lookups read Pebble).
 func (f *FSM) reload() error {
+	flt := newKeyFilter()
+	f.idem.Store(flt)
+	go flt.build(f.st, f.idem.Load)
 	return f.st.view(func(db *pebble.DB) error {
 		idx, err := readApplied(db)
 		if err != nil {
@@ -144,6 +150,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	applied := f.applied.Load()
 	var ap applier
 	ap.cat = f.cat.Load()
+	ap.idem = f.idem.Load()
 	var last uint64
 	err := f.st.view(func(db *pebble.DB) error {
 		ap.b = db.NewIndexedBatch()
@@ -245,8 +252,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 type applier struct {
 	b     *pebble.Batch
 	cat   *catalog
+	idem  *keyFilter
 	eff   Effects
 	after []func() // catalog updates, run once the batch is committed
+	// projects holds this batch's project writes (nil: deleted) until after runs them on the catalog:
+	// between batches the catalog is exactly the applied state, so project lookups need no read.
+	projects map[string]*model.Project
 }
 
 func (a *applier) apply(c *Command) Result {
@@ -290,7 +301,7 @@ func (a *applier) apply(c *Command) Result {
 		}
 	case CmdPublish:
 		var p Publish
-		if err = decode(c, &p); err == nil {
+		if err = decodePublish(c, &p); err == nil {
 			res, err = a.publish(&p, c.Blob)
 		}
 	case CmdResults:
@@ -376,6 +387,26 @@ func (a *applier) exists(k []byte) bool {
 	return true
 }
 
+// projectRec is the project as applied so far, including this batch's earlier commands. The catalog
+// is read only by the FSM goroutine's after-commit updates and here, so it is the state DB's project
+// table as of the batch's start.
+func (a *applier) projectRec(pid string) *model.Project {
+	if p, ok := a.projects[pid]; ok {
+		return p
+	}
+	return a.cat.project(pid)
+}
+
+func (a *applier) projectExists(pid string) bool { return a.projectRec(pid) != nil }
+
+// setProject records a project write of this batch (p nil: deleted) for projectRec.
+func (a *applier) setProject(pid string, p *model.Project) {
+	if a.projects == nil {
+		a.projects = map[string]*model.Project{}
+	}
+	a.projects[pid] = p
+}
+
 func (a *applier) getJSON(k []byte, v any) error {
 	val, closer, err := a.b.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -449,7 +480,7 @@ func (a *applier) putAPIKey(k *model.APIKey) error {
 			}
 			cat.mu.Unlock()
 		})
-	} else if !a.exists(key(tagProject, k.ProjectID)) {
+	} else if !a.projectExists(k.ProjectID) {
 		return fmt.Errorf("%w: project %s", ErrNotFound, k.ProjectID)
 	}
 	a.setJSON(key(tagKey, string(k.Hash)), k)
@@ -459,7 +490,7 @@ func (a *applier) putAPIKey(k *model.APIKey) error {
 
 func (a *applier) putProject(p *PutProject) error {
 	pk := key(tagProject, p.Project.UID)
-	had := a.exists(pk)
+	had := a.projectExists(p.Project.UID)
 	if p.Create && had {
 		return fmt.Errorf("%w: project %s", ErrExists, p.Project.UID)
 	}
@@ -468,6 +499,7 @@ func (a *applier) putProject(p *PutProject) error {
 	}
 	a.setJSON(pk, &p.Project)
 	proj := p.Project
+	a.setProject(proj.UID, &proj)
 	a.after = append(a.after, func() { a.cat.putProject(&proj) })
 	if p.Key != nil {
 		p.Key.ProjectID = p.Project.UID
@@ -477,7 +509,7 @@ func (a *applier) putProject(p *PutProject) error {
 }
 
 func (a *applier) deleteProject(pid string) error {
-	if !a.exists(key(tagProject, pid)) {
+	if !a.projectExists(pid) {
 		return fmt.Errorf("%w: project %s", ErrNotFound, pid)
 	}
 	// The due index is keyed by time, not project: remove the project's pending entries first.
@@ -516,13 +548,14 @@ func (a *applier) deleteProject(pid string) error {
 	for _, e := range a.cat.projectEndpoints(pid) {
 		a.eff.Endpoints = append(a.eff.Endpoints, EndpointChange{ProjectID: pid, EndpointID: e.UID, Deleted: true})
 	}
+	a.setProject(pid, nil)
 	a.after = append(a.after, func() { a.cat.deleteProject(pid) })
 	return nil
 }
 
 func (a *applier) putEndpoint(p *PutEndpoint) error {
 	e := p.Endpoint
-	if !a.exists(key(tagProject, e.ProjectID)) {
+	if !a.projectExists(e.ProjectID) {
 		return fmt.Errorf("%w: project %s", ErrNotFound, e.ProjectID)
 	}
 	ek := key(tagEndpoint, e.ProjectID, e.UID)
@@ -638,7 +671,7 @@ func (a *applier) deleteSubscription(d *DeleteRef) error {
 func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 	ev := &p.Event
 	pid := ev.ProjectID
-	if !a.exists(key(tagProject, pid)) {
+	if !a.projectExists(pid) {
 		return Result{}, fmt.Errorf("%w: project %s", ErrNotFound, pid)
 	}
 	if p.Replay {
@@ -648,12 +681,17 @@ func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 	} else {
 		if ev.IdempotencyKey != "" {
 			ik := key(tagIdempotency, pid, ev.IdempotencyKey)
-			v, closer, err := a.b.Get(ik)
-			if err == nil {
-				orig := string(v)
-				closer.Close()
-				return Result{EventID: orig, Duplicate: true}, nil
+			// The filter only answers "certainly absent", which a read would answer too, so apply
+			// stays a function of the state; a new key (the common case) then costs no read.
+			if !a.idem.absent(ik) {
+				v, closer, err := a.b.Get(ik)
+				if err == nil {
+					orig := string(v)
+					closer.Close()
+					return Result{EventID: orig, Duplicate: true}, nil
+				}
 			}
+			a.idem.add(ik)
 			a.b.Set(ik, []byte(ev.UID), nil)
 		}
 		ev.Data = nil
@@ -751,13 +789,8 @@ func (a *applier) results(rs *Results) error {
 	return nil
 }
 
-func (a *applier) project(pid string) *model.Project {
-	var p model.Project
-	if a.getJSON(key(tagProject, pid), &p) != nil {
-		return nil
-	}
-	return &p
-}
+// project returns the project (shared with the catalog: read only), or nil.
+func (a *applier) project(pid string) *model.Project { return a.projectRec(pid) }
 
 // healthWeight is the weight of the newest attempt in an endpoint's success rate.
 const healthWeight = 0.1

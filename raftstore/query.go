@@ -138,11 +138,16 @@ func (s *Store) EventData(pid, evid string) ([]byte, error) {
 	return data, err
 }
 
-// IdempotentEvent returns the event id stored under an idempotency key.
+// IdempotentEvent returns the event id stored under an idempotency key. A key never used costs no
+// read (see keyFilter).
 func (s *Store) IdempotentEvent(pid, idemKey string) (string, bool) {
+	k := key(tagIdempotency, pid, idemKey)
+	if s.fsm.idem.Load().absent(k) {
+		return "", false
+	}
 	var id string
 	s.st.view(func(db *pebble.DB) error {
-		v, closer, err := db.Get(key(tagIdempotency, pid, idemKey))
+		v, closer, err := db.Get(k)
 		if err != nil {
 			return err
 		}
