@@ -122,8 +122,9 @@ const (
 	maxWorkers     = 4096
 )
 
-// workers is a source's publish concurrency.
-func workers(src *model.Source) int {
+// Workers is a source's publish concurrency: broker.workers, default 64. Drivers size prefetch and
+// receiver counts by it.
+func Workers(src *model.Source) int {
 	if src.Broker != nil && src.Broker.Workers > 0 {
 		return src.Broker.Workers
 	}

@@ -109,7 +109,9 @@ func Decode(src *model.Source, m *Message, maxBytes int) (*api.PublishRequest, a
 	if in.IdempotencyKey == "" {
 		in.IdempotencyKey = header(m.Headers, HeaderIdempotencyKey)
 	}
-	if in.IdempotencyKey == "" {
+	if in.IdempotencyKey == "" && m.ID != "" {
+		// A message without a broker id (an AMQP message without message-id) has no key: it is
+		// delivered at least once rather than sharing one key with every other such message.
 		in.IdempotencyKey = MessageKey(src, m.ID)
 	}
 	mode := api.PublishBroadcast

@@ -29,6 +29,7 @@ func TestDecodeMessageContract(t *testing.T) {
 		id      string
 		// want
 		typ, endpoint, owner, data, key, keyPrefix string
+		noKey                                      bool
 		mode                                       api.PublishMode
 		err                                        string
 	}{
@@ -61,6 +62,9 @@ func TestDecodeMessageContract(t *testing.T) {
 			typ: "order.created", endpoint: epID, data: `{}`, mode: api.PublishToEndpoint,
 			keyPrefix: "msg:" + srcID + ":sha256:"},
 
+		{name: "no message id, no key: at least once, never a key shared by all id-less messages", cfg: defaults, body: `{}`,
+			typ: "order.created", endpoint: epID, data: `{}`, mode: api.PublishToEndpoint, noKey: true},
+
 		{name: "not JSON", cfg: defaults, body: `not json`, err: "not JSON"},
 		{name: "empty body", cfg: defaults, body: ``, err: "not JSON"},
 		{name: "null data", cfg: defaults, body: `null`, err: "data: required"},
@@ -87,6 +91,12 @@ func TestDecodeMessageContract(t *testing.T) {
 			}
 			if in.EventType != c.typ || in.EndpointID != c.endpoint || in.OwnerID != c.owner || string(in.Data) != c.data || mode != c.mode {
 				t.Errorf("got type %q endpoint %q owner %q data %s mode %v", in.EventType, in.EndpointID, in.OwnerID, in.Data, mode)
+			}
+			if c.noKey {
+				if in.IdempotencyKey != "" {
+					t.Errorf("idempotency key %q for a message without id", in.IdempotencyKey)
+				}
+				return
 			}
 			if c.key != "" && in.IdempotencyKey != c.key || !strings.HasPrefix(in.IdempotencyKey, c.keyPrefix) ||
 				len(in.IdempotencyKey) > 255 || in.IdempotencyKey == "" {

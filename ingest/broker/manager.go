@@ -169,7 +169,7 @@ func (m *Manager) consume(ctx context.Context, r *run, stats *Stats) {
 	h := &handler{
 		src: r.src, pub: m.cfg.Publisher, clock: m.cfg.Clock, log: log, maxBytes: m.cfg.MaxPublishBytes,
 		retryMin: m.cfg.RetryMin, retryMax: m.cfg.RetryMax, stats: stats,
-		sem: make(chan struct{}, workers(r.src)),
+		sem: make(chan struct{}, Workers(r.src)),
 	}
 	backoff := m.cfg.RetryMin * 20
 	for ctx.Err() == nil {

@@ -32,9 +32,6 @@ const (
 const HeaderError = "sluice-error"
 
 const (
-	// defaultWorkers mirrors ingest/broker's default workers (not exported there): the prefetch of
-	// a source that names none.
-	defaultWorkers = 64
 	// dialTimeout bounds the TCP connect and the TLS and AMQP handshakes, before heartbeats run,
 	// unless the URL's connection_timeout (milliseconds) says otherwise.
 	dialTimeout = 30 * time.Second
@@ -133,7 +130,7 @@ func (d Driver) Open(src *model.Source, log *slog.Logger) (broker.Consumer, erro
 	if err := d.Check(src); err != nil {
 		return nil, err
 	}
-	c := &consumer{src: src, cfg: *src.Broker.AMQP, log: log, batchWait: d.BatchWait, lagInterval: d.LagInterval, clock: d.Clock, prefetch: src.Broker.Workers}
+	c := &consumer{src: src, cfg: *src.Broker.AMQP, log: log, batchWait: d.BatchWait, lagInterval: d.LagInterval, clock: d.Clock, prefetch: broker.Workers(src)}
 	if c.batchWait <= 0 {
 		c.batchWait = DefaultBatchWait
 	}
@@ -142,9 +139,6 @@ func (d Driver) Open(src *model.Source, log *slog.Logger) (broker.Consumer, erro
 	}
 	if c.clock == nil {
 		c.clock = clock.Real{}
-	}
-	if c.prefetch <= 0 {
-		c.prefetch = defaultWorkers
 	}
 	if c.log == nil {
 		c.log = slog.Default()
