@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 DATA_DIR  ?= ./sluice-data
 # Packages with concurrent code that run under the race detector in `make test`.
-RACE_PKGS := ./raftstore/... ./scheduler/... ./dispatcher/... ./netpool/... ./wal/... ./internal/...
+RACE_PKGS := ./raftstore/... ./scheduler/... ./dispatcher/... ./netpool/... ./wal/... ./internal/... ./ingest/broker/...
 
 .PHONY: build run cluster test test-race fuzz bench lint clean screenshots
 
