@@ -180,13 +180,16 @@ func runBrokerSourceTest(t *testing.T, peer brokerPeer, n int) {
 	}
 
 	// The malformed message was recorded and, where the peer has one, dead-lettered at the broker.
-	var letters []struct {
-		Body   json.RawMessage // a JSON string when the body is not JSON
-		Reason string
+	var page struct {
+		Content []struct {
+			Body   json.RawMessage // a JSON string when the body is not JSON
+			Reason string
+		}
 	}
 	waitFor(t, "the dead letter record", func() bool {
-		return p.call("GET", "/projects/"+proj.UID+"/sources/"+src.UID+"/dead_letters", nil, &letters) == 200 && len(letters) > 0
+		return p.call("GET", "/projects/"+proj.UID+"/sources/"+src.UID+"/dead_letters", nil, &page) == 200 && len(page.Content) > 0
 	})
+	letters := page.Content
 	var body string
 	if len(letters) == 1 {
 		json.Unmarshal(letters[0].Body, &body)
