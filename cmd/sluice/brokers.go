@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/sluice-gw/sluice/ingest/broker"
+	"github.com/sluice-gw/sluice/ingest/broker/pubsub"
 	"github.com/sluice-gw/sluice/ingest/broker/sqs"
 	"github.com/sluice-gw/sluice/model"
 )
@@ -13,7 +14,8 @@ import (
 // brokerRegistry is the broker drivers this binary has, by source type.
 func brokerRegistry() broker.Registry {
 	return broker.Registry{
-		model.SourceSQS: sqs.Driver{},
+		model.SourceSQS:    sqs.Driver{},
+		model.SourcePubSub: pubsub.Driver{},
 	}
 }
 

@@ -33,6 +33,9 @@ const (
 	// finishTimeout bounds a dead-letter publish after Process: it runs even when the consumer
 	// is stopping, since the rejection is recorded and a publish now saves a redelivery.
 	finishTimeout = 10 * time.Second
+	// leaseExtension is the longest single ack deadline extension, so messages held by a node
+	// that died come back within about this long; shorter means more ModifyAckDeadline calls.
+	leaseExtension = 20 * time.Second
 	// maxAttributeValue is Pub/Sub's limit on an attribute value's bytes.
 	maxAttributeValue = 1024
 	// ErrorAttribute carries the reason on a message published to the dead-letter topic.
@@ -160,6 +163,9 @@ func (c *consumer) Run(ctx context.Context, h broker.Handler) error {
 
 	sub := client.Subscriber(c.cfg.Subscription)
 	sub.ReceiveSettings.MaxOutstandingMessages = c.workers
+	// Bounds how long messages a crashed node held stay hidden: the stream's ack deadline (60 s
+	// by default) and each lease extension are at most this long.
+	sub.ReceiveSettings.MaxDurationPerAckExtension = leaseExtension
 	// Wait for the callbacks: they end promptly once ctx ends (Process gives up, the message is
 	// nacked), and waiting keeps every goroutine inside Run.
 	sub.ReceiveSettings.ShutdownOptions = &gpubsub.ShutdownOptions{Behavior: gpubsub.ShutdownBehaviorWaitForProcessing, Timeout: -1}
