@@ -132,6 +132,9 @@ type SQSSource struct {
 	VisibilityTimeout int `json:"visibility_timeout,omitempty"`
 	// DeadLetterQueueURL receives malformed messages; empty: they are recorded and deleted.
 	DeadLetterQueueURL string `json:"dead_letter_queue_url,omitempty"`
+	// Protocol is the wire protocol: json (default, AWS JSON 1.0 as AWS SQS speaks it) or query
+	// (the older form-encoded protocol, for SQS-compatible servers that speak only that).
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // PubSubSource consumes a Google Cloud Pub/Sub subscription.

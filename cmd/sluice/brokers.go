@@ -7,13 +7,17 @@ import (
 
 	"github.com/sluice-gw/sluice/ingest/broker"
 	amqpsrc "github.com/sluice-gw/sluice/ingest/broker/amqp"
+	"github.com/sluice-gw/sluice/ingest/broker/pubsub"
+	"github.com/sluice-gw/sluice/ingest/broker/sqs"
 	"github.com/sluice-gw/sluice/model"
 )
 
 // brokerRegistry is the broker drivers this binary has, by source type.
 func brokerRegistry() broker.Registry {
 	return broker.Registry{
-		model.SourceAMQP: amqpsrc.Driver{},
+		model.SourceAMQP:   amqpsrc.Driver{},
+		model.SourceSQS:    sqs.Driver{},
+		model.SourcePubSub: pubsub.Driver{},
 	}
 }
 
