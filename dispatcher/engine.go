@@ -25,6 +25,10 @@ type EngineConfig struct {
 	// ResultQueue bounds results waiting to be proposed; a full queue blocks attempt goroutines, which
 	// is the backpressure from a slow log onto the lanes. Default 65536.
 	ResultQueue int
+	// ResultsJSON proposes attempt results in the JSON form that versions before the binary codec
+	// decode. Set it on every node while a cluster is upgraded node by node, until every node runs
+	// this version: a node of an earlier version cannot apply the binary form.
+	ResultsJSON bool
 	// ResultProposers is how many result batches may be in flight at once. Default 4.
 	ResultProposers int
 	// EventCacheBytes bounds the recently loaded events kept decoded, so an event's deliveries to many
@@ -511,6 +515,12 @@ func (e *Engine) proposeResults() {
 
 func (e *Engine) commitResults(batch []raftstore.AttemptResult) error {
 	cmd := raftstore.NewResultsCommand(batch)
+	if e.cfg.ResultsJSON {
+		var err error
+		if cmd, err = raftstore.NewCommand(raftstore.CmdResults, raftstore.Results{Results: batch}, nil); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := e.st.Propose(ctx, cmd)

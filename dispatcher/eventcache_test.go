@@ -80,15 +80,16 @@ func TestEventCacheBoundsBytesAndEvictsLeastRecent(t *testing.T) {
 	}
 }
 
-// Whether a delivery's event comes from the cache (handed over by the FSM at publish), from the
-// cache after another delivery loaded it, or from the store, the request is the same.
+// Whether a delivery's event comes from the cache (handed over by the FSM at publish) or from the
+// store, the request is the same; and results proposed in either form are recorded.
 func TestEngineEventSources(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		cache int64
-	}{{"cache", 0}, {"store", -1}} {
+		name        string
+		cache       int64
+		resultsJSON bool
+	}{{"cache", 0, false}, {"store", -1, false}, {"results as JSON", 0, true}} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := startEngine(t, t.TempDir(), func(c *EngineConfig) { c.EventCacheBytes = tt.cache })
+			e := startEngine(t, t.TempDir(), func(c *EngineConfig) { c.EventCacheBytes, c.ResultsJSON = tt.cache, tt.resultsJSON })
 			e.project()
 			sk := newRecSink(t, nil)
 			eid := e.endpoint(sk.srv.URL+"/hook", nil)
@@ -96,6 +97,9 @@ func TestEngineEventSources(t *testing.T) {
 				data := fmt.Sprintf(`{"n": %d}`, i)
 				evid, did := e.publish(eid, data)
 				e.waitDelivery(did, "success", func(d *model.Delivery) bool { return d.Status == model.StatusSuccess })
+				if as, err := e.st.Attempts(e.pid, did); err != nil || len(as) != 1 || as[0].RequestHeaders.Get(HeaderSignature) == "" {
+					t.Fatalf("attempt log of %s: %+v %v", did, as, err)
+				}
 				sk.mu.Lock()
 				r, body := sk.reqs[i], sk.body[i]
 				sk.mu.Unlock()
