@@ -254,7 +254,11 @@ func (s *Server) preparePublish(projectID string, in *PublishRequest) (ev *model
 	for i, t := range targets {
 		ev.Endpoints[i] = t.EndpointID
 	}
-	cmd, err = raftstore.NewPublishCommand(raftstore.Publish{Event: *ev, Targets: targets}, raftstore.CompressData(in.Data))
+	if s.st.BinaryCommands() {
+		cmd, err = raftstore.NewPublishCommand(raftstore.Publish{Event: *ev, Targets: targets}, raftstore.CompressData(in.Data))
+	} else {
+		cmd, err = raftstore.NewCommand(raftstore.CmdPublish, raftstore.Publish{Event: *ev, Targets: targets}, raftstore.CompressData(in.Data))
+	}
 	if err != nil {
 		return nil, cmd, nil, err
 	}

@@ -38,6 +38,9 @@ type ServerInfo struct {
 	Live         bool      `json:"live"`
 	LastContact  time.Time `json:"last_contact,omitzero"`
 	AppliedIndex uint64    `json:"applied_index,omitempty"`
+	Version      string    `json:"version,omitempty"`
+	// Codec is the newest command encoding the node applies (see docs/operations.md, upgrades).
+	Codec int `json:"codec"`
 }
 
 // Register adds the internal and admin routes to mux. All need the root key.
@@ -92,6 +95,7 @@ func (m *Member) Servers() ([]ServerInfo, error) {
 		si := ServerInfo{ID: sv.ID, RaftAddr: sv.RaftAddr, Voter: sv.Voter, Leader: sv.Leader, Live: live[sv.ID]}
 		if n := m.st.Node(sv.ID); n != nil {
 			si.HTTPAddr, si.Region, si.LastContact, si.AppliedIndex = n.HTTPAddr, n.Region, n.UpdatedAt, n.AppliedIndex
+			si.Version, si.Codec = n.Version, n.Codec
 		}
 		if sv.ID == m.cfg.Self.ID {
 			si.AppliedIndex = m.st.AppliedIndex()

@@ -25,9 +25,9 @@ type EngineConfig struct {
 	// ResultQueue bounds results waiting to be proposed; a full queue blocks attempt goroutines, which
 	// is the backpressure from a slow log onto the lanes. Default 65536.
 	ResultQueue int
-	// ResultsJSON proposes attempt results in the JSON form that versions before the binary codec
-	// decode. Set it on every node while a cluster is upgraded node by node, until every node runs
-	// this version: a node of an earlier version cannot apply the binary form.
+	// ResultsJSON always proposes attempt results in the JSON form versions before the binary codec
+	// decode. Without it the engine already does so while any server of the cluster has not
+	// reported the binary codec (raftstore.Store.BinaryCommands); it is for tests and comparisons.
 	ResultsJSON bool
 	// ResultProposers is how many result batches may be in flight at once. Default 4.
 	ResultProposers int
@@ -515,7 +515,7 @@ func (e *Engine) proposeResults() {
 
 func (e *Engine) commitResults(batch []raftstore.AttemptResult) error {
 	cmd := raftstore.NewResultsCommand(batch)
-	if e.cfg.ResultsJSON {
+	if e.cfg.ResultsJSON || !e.st.BinaryCommands() {
 		var err error
 		if cmd, err = raftstore.NewCommand(raftstore.CmdResults, raftstore.Results{Results: batch}, nil); err != nil {
 			return err

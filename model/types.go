@@ -236,6 +236,10 @@ type Node struct {
 	Region    string   `json:"region,omitempty"`
 	EgressIPs []string `json:"egress_ips,omitempty"`
 	Version   string   `json:"version,omitempty"`
+	// Codec is the newest command encoding the node applies (raftstore.CodecVersion); 0 for
+	// versions before the binary commands. The leader proposes binary commands only when every
+	// server reports 1 or more.
+	Codec int `json:"codec,omitempty"`
 	// AppliedIndex is the node's applied Raft index when it last heartbeated.
 	AppliedIndex uint64    `json:"applied_index,omitempty"`
 	UpdatedAt    time.Time `json:"updated_at"`

@@ -96,6 +96,8 @@ type Store struct {
 	// leaderReady is true while this node leads and has applied every entry committed before its
 	// term (raft.Barrier): only then do its reads and the dispatch rebuild see the whole state.
 	leaderReady atomic.Bool
+	// codec caches BinaryCommands' answer (codecgate.go).
+	codec atomic.Pointer[codecAnswer]
 
 	stopCh    chan struct{}
 	wg        sync.WaitGroup

@@ -18,7 +18,7 @@ import (
 const clusterUsage = `Usage: sluice cluster <command> [flags]
 
 Commands (each talks to one node's admin API; writes reach the leader through it):
-  list                                   servers: id, addresses, region, voter, leader, live, last contact, applied index
+  list                                   servers: id, addresses, region, voter, leader, live, last contact, applied index, version, codec
   add --id ID --raft-addr HOST:PORT      add a voter (--non-voter for a non-voter)
   remove ID                              remove a server
   transfer-leader [--to ID]              hand leadership to ID (or any up-to-date voter)
@@ -163,7 +163,7 @@ func (c *adminClient) list() error {
 		return json.NewEncoder(c.out).Encode(srvs)
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRAFT ADDR\tHTTP ADDR\tREGION\tSUFFRAGE\tLEADER\tLIVE\tLAST CONTACT\tAPPLIED")
+	fmt.Fprintln(tw, "ID\tRAFT ADDR\tHTTP ADDR\tREGION\tSUFFRAGE\tLEADER\tLIVE\tLAST CONTACT\tAPPLIED\tVERSION\tCODEC")
 	for _, s := range srvs {
 		suffrage := "voter"
 		if !s.Voter {
@@ -173,7 +173,7 @@ func (c *adminClient) list() error {
 		if !s.LastContact.IsZero() {
 			contact = time.Since(s.LastContact).Round(time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%v\t%s\t%d\n", s.ID, s.RaftAddr, dash(s.HTTPAddr), dash(s.Region), suffrage, s.Leader, s.Live, contact, s.AppliedIndex)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%v\t%s\t%d\t%s\t%d\n", s.ID, s.RaftAddr, dash(s.HTTPAddr), dash(s.Region), suffrage, s.Leader, s.Live, contact, s.AppliedIndex, dash(s.Version), s.Codec)
 	}
 	return tw.Flush()
 }

@@ -257,7 +257,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	}
 	n.member = cluster.New(cluster.Config{
 		Self: model.Node{ID: cfg.NodeID, RaftAddr: advRaft, HTTPAddr: cfg.AdvertiseHTTP, Region: cfg.Region,
-			EgressIPs: strings.FieldsFunc(cfg.EgressIPs, func(r rune) bool { return r == ',' || r == ' ' }), Version: version},
+			EgressIPs: strings.FieldsFunc(cfg.EgressIPs, func(r rune) bool { return r == ',' || r == ' ' }), Version: version, Codec: raftstore.CodecVersion},
 		Key:    cfg.RootKey,
 		Logger: log,
 	})
