@@ -185,7 +185,9 @@ func runBrokerSourceTest(t *testing.T, peer brokerPeer, n int) {
 		Reason string
 	}
 	waitFor(t, "the dead letter record", func() bool {
-		return p.call("GET", "/projects/"+proj.UID+"/sources/"+src.UID+"/dead_letters", nil, &letters) == 200 && len(letters) > 0
+		var page struct{ Content json.RawMessage } // the list is paged: {"content": [...], "pagination": ...}
+		ok := p.call("GET", "/projects/"+proj.UID+"/sources/"+src.UID+"/dead_letters", nil, &page) == 200
+		return ok && json.Unmarshal(page.Content, &letters) == nil && len(letters) > 0
 	})
 	var body string
 	if len(letters) == 1 {
