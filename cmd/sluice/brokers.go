@@ -6,11 +6,15 @@ import (
 	"io"
 
 	"github.com/sluice-gw/sluice/ingest/broker"
+	"github.com/sluice-gw/sluice/ingest/broker/kafka"
+	"github.com/sluice-gw/sluice/model"
 )
 
 // brokerRegistry is the broker drivers this binary has, by source type.
 func brokerRegistry() broker.Registry {
-	return broker.Registry{}
+	return broker.Registry{
+		model.SourceKafka: kafka.Driver{},
+	}
 }
 
 // startBrokers runs the broker sources' consumers (on the leader only) until ctx ends; the
