@@ -7,6 +7,7 @@ import (
 
 	"github.com/sluice-gw/sluice/ingest/broker"
 	"github.com/sluice-gw/sluice/ingest/broker/kafka"
+	"github.com/sluice-gw/sluice/ingest/broker/natsjs"
 	"github.com/sluice-gw/sluice/model"
 )
 
@@ -14,6 +15,7 @@ import (
 func brokerRegistry() broker.Registry {
 	return broker.Registry{
 		model.SourceKafka: kafka.Driver{},
+		model.SourceNATS:  natsjs.Driver{},
 	}
 }
 
