@@ -113,7 +113,9 @@ func runBrokerIngest(r *runner, sc *scenarioRun) error {
 			for range n {
 				data := loadgen.Data(r.plan.Payload)
 				loadgen.Stamp(data, time.Now())
-				f, err := js.PublishAsync("bench.event", data)
+				// A loaded machine can keep 4,096 publishes unacknowledged for longer than the
+				// stall wait; the burst then waits for the server rather than failing.
+				f, err := js.PublishAsync("bench.event", data, jetstream.WithStallWait(30*time.Second))
 				if err != nil {
 					return nil, err
 				}

@@ -452,3 +452,28 @@ func selfSigned(t *testing.T) (string, *tls.Config) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
 		&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
+
+// FuzzCheck: Check never panics on any broker address, topic or mechanism, and what it accepts
+// the client can use.
+func FuzzCheck(f *testing.F) {
+	for _, s := range [][3]string{{"127.0.0.1:9092", "orders", "plain"}, {"[::1]:9092", "a.b-c_d", "SCRAM-SHA-256"}, {"k:0", "..", "x"}, {":1", "a b", ""}} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, addr, topic, mech string) {
+		src := kafkaSource([]string{addr}, func(k *model.KafkaSource) {
+			k.Topics = []string{topic}
+			if mech != "" {
+				k.SASL = &model.SASL{Mechanism: mech, Username: "u", Password: "p"}
+			}
+		})
+		if (Driver{}).Check(src) != nil {
+			return
+		}
+		if checkTopic(topic) != nil || strings.ContainsAny(topic, " /") {
+			t.Fatalf("accepted topic %q", topic)
+		}
+		if _, err := (Driver{}).Open(src, quiet); err != nil {
+			t.Fatalf("Check accepted %q/%q/%q but Open failed: %v", addr, topic, mech, err)
+		}
+	})
+}

@@ -444,3 +444,26 @@ func selfSigned(t *testing.T) (string, *tls.Config) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
 		&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
 }
+
+// FuzzCheck: Check never panics on any URL, stream or subject, and what it accepts is well formed.
+func FuzzCheck(f *testing.F) {
+	for _, s := range [][3]string{{"nats://127.0.0.1:4222", "ORDERS", "orders.*.>"}, {"tls://h", "a.b", "a..b"}, {"ws://:1", "", ">.a"}, {"nats://h:1", "S", "a*"}} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, url, stream, subject string) {
+		src := natsSource([]string{url}, func(n *model.NATSSource) { n.Stream, n.Subject = stream, subject })
+		if (Driver{}).Check(src) != nil {
+			return
+		}
+		if stream == "" || strings.ContainsAny(stream, " .*>") {
+			t.Fatalf("accepted stream %q", stream)
+		}
+		if subject != "" && (strings.Contains(subject, "..") || strings.HasPrefix(subject, ".") || strings.HasSuffix(subject, ".") ||
+			strings.Contains(subject, ">.") || strings.ContainsAny(subject, " \t")) {
+			t.Fatalf("accepted subject %q", subject)
+		}
+		if _, err := (Driver{}).Open(src, quiet); err != nil {
+			t.Fatalf("Check accepted it but Open failed: %v", err)
+		}
+	})
+}
