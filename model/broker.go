@@ -104,6 +104,10 @@ type NATSSource struct {
 	TLS      *BrokerTLS `json:"tls,omitempty"`
 	// DeadLetterSubject receives malformed messages; empty: they are recorded and terminated.
 	DeadLetterSubject string `json:"dead_letter_subject,omitempty"`
+	// AckWait (seconds, default 30) is how long JetStream waits for the ack of a delivered
+	// message before redelivering it: how soon messages in flight at a crash come back. The
+	// consumer keeps a batch it is publishing alive meanwhile, so it may be short.
+	AckWait int `json:"ack_wait,omitempty"`
 }
 
 // AMQPSource consumes a RabbitMQ (AMQP 0-9-1) queue.

@@ -7,6 +7,8 @@ import (
 
 	"github.com/sluice-gw/sluice/ingest/broker"
 	amqpsrc "github.com/sluice-gw/sluice/ingest/broker/amqp"
+	"github.com/sluice-gw/sluice/ingest/broker/kafka"
+	"github.com/sluice-gw/sluice/ingest/broker/natsjs"
 	"github.com/sluice-gw/sluice/ingest/broker/pubsub"
 	"github.com/sluice-gw/sluice/ingest/broker/sqs"
 	"github.com/sluice-gw/sluice/model"
@@ -15,6 +17,8 @@ import (
 // brokerRegistry is the broker drivers this binary has, by source type.
 func brokerRegistry() broker.Registry {
 	return broker.Registry{
+		model.SourceKafka:  kafka.Driver{},
+		model.SourceNATS:   natsjs.Driver{},
 		model.SourceAMQP:   amqpsrc.Driver{},
 		model.SourceSQS:    sqs.Driver{},
 		model.SourcePubSub: pubsub.Driver{},

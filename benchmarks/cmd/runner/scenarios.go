@@ -43,6 +43,7 @@ var scenarios = []scenario{
 	{"backlog-growth", "e2e at a fixed rate and a TCP burst with an empty store, then again after storing as many events as fit", false, runBacklogGrowth},
 	{"scheduler-scale", "deliveries pending retry (up to 1M as time allows): restart to wheel rebuilt, peak RSS", false, runSchedulerScale},
 	{"cluster", "three nodes (127.0.0.1-3, --join) next to one: TCP publish and e2e throughput; kill -9 of the leader under publishing", false, runCluster},
+	{"broker-ingest", "bursts produced to Kafka (kfake) and NATS JetStream (embedded), consumed by broker sources, all delivered: delivered/s beside the same burst over HTTP", false, runBrokerIngest},
 }
 
 const eventType = "bench.event"
