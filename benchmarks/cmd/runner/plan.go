@@ -108,8 +108,8 @@ func standardPlan() plan {
 		FailoverDepth:    16,
 
 		SchedTarget:    1_000_000,
-		SchedBuild:     20 * time.Second,
-		SchedSeed:      8 * time.Minute,
+		SchedBuild:     10 * time.Second,
+		SchedSeed:      20 * time.Minute,
 		SchedEndpoints: 50,
 
 		BacklogTargets: []int{1_000_000},

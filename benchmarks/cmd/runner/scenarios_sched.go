@@ -300,6 +300,10 @@ func (r *runner) seedPendingRetries(sc *scenarioRun, s *harness.Sluice, proj *ha
 	if res.Err != nil {
 		return res.Err
 	}
+	if !pub.Complete || !res.Complete {
+		sc.note("seed: the %v bound cut seeding short: %d of %d events published, %d failed first attempts recorded; deliveries "+
+			"published without an attempt are due at once after the restart (counted in its pending figure)", r.plan.SchedSeed, pub.N, events, res.N)
+	}
 	cpu := harness.ProcCPU(os.Getpid()) - cpu0
 	if err := sd.close(); err != nil {
 		return fmt.Errorf("close seeded store: %w", err)

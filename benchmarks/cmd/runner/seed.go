@@ -130,7 +130,9 @@ func (sd *seeder) failFirstAttempts(ctx context.Context, tmpl *model.Attempt, re
 					}
 				}
 				if err != nil {
-					fail(fmt.Errorf("seed results (%d): %w", len(b), err))
+					if ctx.Err() == nil { // past the bound is not an error: the stats say how far it got
+						fail(fmt.Errorf("seed results (%d): %w", len(b), err))
+					}
 					continue
 				}
 				done.Add(int64(len(b)))
@@ -178,7 +180,7 @@ func (sd *seeder) failFirstAttempts(ctx context.Context, tmpl *model.Attempt, re
 	}
 	close(batches)
 	wg.Wait()
-	if err != nil && firstErr == nil {
+	if err != nil && firstErr == nil && ctx.Err() == nil {
 		firstErr = fmt.Errorf("seed: read due index: %w", err)
 	}
 	return seedStats{N: done.Load(), Elapsed: time.Since(t0), Err: firstErr, Complete: ctx.Err() == nil && firstErr == nil}
