@@ -109,7 +109,7 @@ func standardPlan() plan {
 
 		SchedTarget:    1_000_000,
 		SchedBuild:     10 * time.Second,
-		SchedSeed:      20 * time.Minute,
+		SchedSeed:      12 * time.Minute,
 		SchedEndpoints: 50,
 
 		BacklogTargets: []int{1_000_000},
