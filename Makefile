@@ -7,7 +7,7 @@ DATA_DIR  ?= ./sluice-data
 # Packages with concurrent code that run under the race detector in `make test`.
 RACE_PKGS := ./raftstore/... ./scheduler/... ./dispatcher/... ./netpool/... ./wal/... ./internal/... ./ingest/broker/...
 
-.PHONY: build run cluster test test-race fuzz bench lint clean screenshots
+.PHONY: build run cluster test test-race fuzz bench bench-scale lint clean screenshots
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sluice
@@ -39,6 +39,10 @@ fuzz:
 # -scenarios a,b to pick scenarios; -profile for CPU profiles.
 bench: build
 	$(GO) run ./benchmarks/cmd/runner $(BENCH_FLAGS)
+
+# The scale scenarios' long mode: backlog-growth at 1M and 10M stored (~30 min, ~10 GB of disk).
+bench-scale: build
+	$(GO) run ./benchmarks/cmd/runner -scale -scenarios backlog-growth,scheduler-scale $(BENCH_FLAGS)
 
 # Retake docs/screenshots/*.png with the dashboard's browser tests (needs /usr/bin/chromium).
 screenshots:

@@ -53,11 +53,14 @@ type EngineConfig struct {
 // dispatches only while active (this node leads); activation rebuilds the wheel from the store's
 // due-time index.
 type Engine struct {
-	cfg    EngineConfig
-	st     *raftstore.Store
-	clock  clock.Clock
-	log    *slog.Logger
-	wheel  *scheduler.Wheel[Ref]
+	cfg   EngineConfig
+	st    *raftstore.Store
+	clock clock.Clock
+	log   *slog.Logger
+	// wheel holds compact keys (DueKey) rather than Refs: see duekey.go; keys turns them back into Refs
+	// when they are due.
+	wheel  *scheduler.Wheel[DueKey]
+	keys   *KeyTable
 	events *eventCache // nil when disabled
 	d      *Dispatcher
 	meta   *metaSender
@@ -118,7 +121,8 @@ func NewEngine(cfg EngineConfig, st *raftstore.Store, sender Sender) (*Engine, e
 		return nil, err
 	}
 	e.d = d
-	e.wheel = scheduler.New[Ref](cfg.Scheduler, func(due []Ref) { e.d.Submit(due...) })
+	e.keys = NewKeyTable()
+	e.wheel = scheduler.New[DueKey](cfg.Scheduler, func(due []DueKey) { e.d.Submit(e.keys.Refs(nil, due)...) })
 	return e, nil
 }
 
@@ -208,22 +212,17 @@ func (e *Engine) owns(projectID, endpointID string) bool {
 	return e.cfg.Owns == nil || e.cfg.Owns(projectID, endpointID)
 }
 
+// clearWheel empties the wheel: it holds nothing but deliveries from the due index (and store-error
+// retries of them), all of which a rebuild schedules again.
 func (e *Engine) clearWheel() {
-	var refs []Ref
-	e.st.ForEachDue(func(d raftstore.Due) bool {
-		refs = append(refs, refOf(d))
-		return true
-	})
-	for _, r := range refs {
-		e.wheel.Cancel(r)
-	}
+	e.wheel.Clear()
 }
 
 func (e *Engine) rebuild() {
 	n := 0
 	err := e.st.ForEachDue(func(d raftstore.Due) bool {
 		if e.owns(d.ProjectID, d.EndpointID) {
-			e.wheel.Schedule(refOf(d), d.At)
+			e.wheel.Schedule(e.keyOf(d), d.At)
 			n++
 		}
 		return true
@@ -234,8 +233,8 @@ func (e *Engine) rebuild() {
 	e.log.Info("delivery engine active", "pending", n)
 }
 
-func refOf(d raftstore.Due) Ref {
-	return Ref{ProjectID: d.ProjectID, EndpointID: d.EndpointID, DeliveryID: d.DeliveryID}
+func (e *Engine) keyOf(d raftstore.Due) DueKey {
+	return e.keys.Key(d.ProjectID, d.EndpointID, d.DeliveryID)
 }
 
 // Observe receives the store's effects on the FSM goroutine: new due times go into the wheel and
@@ -275,7 +274,7 @@ func (e *Engine) Observe(eff raftstore.Effects) {
 	}
 	for _, d := range eff.Due {
 		if e.owns(d.ProjectID, d.EndpointID) {
-			e.wheel.Schedule(refOf(d), d.At)
+			e.wheel.Schedule(e.keyOf(d), d.At)
 		}
 	}
 }
@@ -283,7 +282,7 @@ func (e *Engine) Observe(eff raftstore.Effects) {
 // later puts a delivery back in the wheel after a store error, if this node still dispatches.
 func (e *Engine) later(ref Ref) {
 	if e.active.Load() {
-		e.wheel.Schedule(ref, e.clock.Now().Add(e.cfg.RetryOnStoreError))
+		e.wheel.Schedule(e.keys.KeyOf(ref), e.clock.Now().Add(e.cfg.RetryOnStoreError))
 	}
 }
 
@@ -308,7 +307,7 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 	}
 	if d.NextAttemptAt != nil && d.NextAttemptAt.After(e.clock.Now().Add(time.Second)) {
 		// Rescheduled since this ref was queued (a Retry-After, a resend): wait for the new time.
-		e.wheel.Schedule(ref, *d.NextAttemptAt)
+		e.wheel.Schedule(e.keys.KeyOf(ref), *d.NextAttemptAt)
 		return nil, fmt.Errorf("%w: delivery %s is due at %v", ErrNotPending, d.UID, d.NextAttemptAt)
 	}
 	ep := e.st.Endpoint(ref.ProjectID, ref.EndpointID)

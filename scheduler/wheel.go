@@ -31,12 +31,15 @@ const (
 // node is one pending timer. Nodes are linked by slab index rather than pointer: for pointer-free keys
 // the whole slab and index map are then pointer-free, so the garbage collector never scans millions of
 // timers.
+//
+// The key comes last so that a key with 4-byte alignment (such as a 16-byte id plus a uint32) packs
+// against the three int32 links: 8 + 12 + 20 = 40 bytes, where key-first would pad to 48.
 type node[K comparable] struct {
-	key  K
 	tick uint64 // due tick: the deadline rounded up to a tick boundary
 	prev int32  // previous node in the same list, nilNode at the head
 	next int32  // next node in the same list, or the next free node while on the free list
 	list int32  // index into Wheel.lists of the list holding the node
+	key  K
 }
 
 // list is a doubly-linked FIFO of nodes: a wheel slot, the pending list or the overflow list.
@@ -71,7 +74,7 @@ type Wheel[K comparable] struct {
 	// runWake is the tick Run sleeps until; 0 while Run is not parked (not running, or awake and bound to
 	// look at the wheel again before sleeping), so Schedule only signals wake when it must.
 	runWake uint64
-	index   map[K]int32
+	index   keyIndex[K]
 	// lists holds levels*slotCount wheel slots (level-major), then the pending list, then the overflow
 	// list.
 	lists []list
@@ -100,7 +103,7 @@ func New[K comparable](cfg Config, fire func(due []K)) *Wheel[K] {
 		ovf:         nslots + 1,
 		fire:        fire,
 		wake:        make(chan struct{}, 1),
-		index:       make(map[K]int32, cfg.SizeHint),
+		index:       newKeyIndex[K](cfg.SizeHint),
 		lists:       make([]list, nslots+2),
 		occupied:    make([]uint64, cfg.Levels),
 		overflowMin: math.MaxUint64,
@@ -114,16 +117,18 @@ func New[K comparable](cfg Config, fire func(due []K)) *Wheel[K] {
 // Safe for concurrent use.
 func (w *Wheel[K]) Schedule(key K, at time.Time) {
 	t := w.ceilTick(at)
+	h := w.index.hash(key)
 	w.mu.Lock()
-	i, ok := w.index[key]
-	if ok {
+	var i int32
+	if pos := w.index.find(key, h, w.chunks); pos >= 0 {
+		i = w.index.slots[pos].node
 		w.unlinkLocked(w.node(i))
 	} else {
 		i = w.allocLocked()
-		w.index[key] = i
+		w.node(i).key = key
+		w.index.insert(h, i)
 	}
 	n := w.node(i)
-	n.key = key
 	n.tick = t
 	w.insertLocked(i, n)
 	poke := t < w.runWake
@@ -143,23 +148,41 @@ func (w *Wheel[K]) Schedule(key K, at time.Time) {
 // Cancel removes key's timer in O(1) and reports whether it was pending. A key already handed to fire
 // (or returned by AdvanceTo) is no longer pending. Safe for concurrent use.
 func (w *Wheel[K]) Cancel(key K) bool {
+	h := w.index.hash(key)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	i, ok := w.index[key]
-	if !ok {
+	pos := w.index.find(key, h, w.chunks)
+	if pos < 0 {
 		return false
 	}
+	i := w.index.slots[pos].node
 	n := w.node(i)
 	w.unlinkLocked(n)
-	w.releaseLocked(i, n)
+	w.index.removeAt(pos)
+	w.freeLocked(i, n)
 	return true
+}
+
+// Clear removes every timer and releases the memory they held, as if the wheel were new (its tick 0 and
+// current tick are kept). Use it before rebuilding the wheel from a durable index: it costs O(chunks),
+// not a Cancel per key. Safe for concurrent use.
+func (w *Wheel[K]) Clear() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	clear(w.lists)
+	clear(w.occupied)
+	w.overflowMin = math.MaxUint64
+	w.index.reset()
+	w.chunks = nil
+	w.used = 1
+	w.free = nilNode
 }
 
 // Len reports the number of pending timers. Safe for concurrent use.
 func (w *Wheel[K]) Len() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.index)
+	return w.index.len()
 }
 
 // AdvanceTo processes every tick up to now (rounded down to a tick boundary) and returns the keys that
@@ -406,7 +429,16 @@ func (w *Wheel[K]) allocLocked() int32 {
 
 // releaseLocked forgets an unlinked node's key and returns the node to the free list.
 func (w *Wheel[K]) releaseLocked(i int32, n *node[K]) {
-	delete(w.index, n.key)
+	pos := w.index.find(n.key, w.index.hash(n.key), w.chunks)
+	if pos < 0 || w.index.slots[pos].node != i {
+		panic("BUG: scheduler: pending node missing from the key index")
+	}
+	w.index.removeAt(pos)
+	w.freeLocked(i, n)
+}
+
+// freeLocked returns a node already out of the index to the free list.
+func (w *Wheel[K]) freeLocked(i int32, n *node[K]) {
 	*n = node[K]{next: w.free} // drop the key so a pointerful K does not pin garbage
 	w.free = i
 }

@@ -177,7 +177,7 @@ func (w *Wheel[K]) checkInvariants() error {
 			if n.prev != prev || n.list != id {
 				return fmt.Errorf("list %d node %d: prev %d (want %d), list %d", id, i, n.prev, prev, n.list)
 			}
-			if j, ok := w.index[n.key]; !ok || j != i {
+			if j, ok := w.lookupLocked(n.key); !ok || j != i {
 				return fmt.Errorf("list %d node %d: key %v indexed at %d, %v", id, i, n.key, j, ok)
 			}
 			if want := w.listFor(n.tick); want != id {
@@ -192,10 +192,45 @@ func (w *Wheel[K]) checkInvariants() error {
 			return fmt.Errorf("list %d: tail %d, want %d", id, l.tail, prev)
 		}
 	}
-	if seen != len(w.index) {
-		return fmt.Errorf("%d nodes linked, %d indexed", seen, len(w.index))
+	if seen != w.index.len() {
+		return fmt.Errorf("%d nodes linked, %d indexed", seen, w.index.len())
+	}
+	return w.index.check(w.chunks)
+}
+
+// check verifies the index's own invariants: n counts the occupied slots, each slot's hash is its
+// node's key's, and no empty slot lies between an entry and its home slot (which would hide it).
+func (x *keyIndex[K]) check(chunks []*[chunkSize]node[K]) error {
+	occupied := 0
+	mask := len(x.slots) - 1
+	for i, s := range x.slots {
+		if s.node == nilNode {
+			continue
+		}
+		occupied++
+		k := chunks[s.node>>chunkBits][s.node&chunkMask].key
+		if h := x.hash(k); h != s.hash {
+			return fmt.Errorf("index slot %d: hash %x, key %v hashes to %x", i, s.hash, k, h)
+		}
+		for j := int(s.hash) & mask; j != i; j = (j + 1) & mask {
+			if x.slots[j].node == nilNode {
+				return fmt.Errorf("index slot %d (key %v): empty slot %d between it and its home", i, k, j)
+			}
+		}
+	}
+	if occupied != x.n {
+		return fmt.Errorf("index: %d slots occupied, n = %d", occupied, x.n)
 	}
 	return nil
+}
+
+// lookupLocked is the node index of key.
+func (w *Wheel[K]) lookupLocked(key K) (int32, bool) {
+	pos := w.index.find(key, w.index.hash(key), w.chunks)
+	if pos < 0 {
+		return nilNode, false
+	}
+	return w.index.slots[pos].node, true
 }
 
 // listFor is where a node due at tick belongs when it was inserted or cascaded at w.now. A pending
@@ -223,7 +258,7 @@ func clz(x uint64) uint {
 func (w *Wheel[K]) levelOf(key K) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	i, ok := w.index[key]
+	i, ok := w.lookupLocked(key)
 	if !ok {
 		return -2
 	}
@@ -537,5 +572,82 @@ func TestConfig(t *testing.T) {
 func TestNodeSize(t *testing.T) {
 	if got := unsafe.Sizeof(node[uint64]{}); got != 32 {
 		t.Fatalf("node[uint64] is %d bytes, want 32", got)
+	}
+}
+
+// A 16-byte id plus a uint32 (the dispatcher's DueKey) packs against the links: 40 bytes, not 48.
+func TestNodeSizeIDKey(t *testing.T) {
+	type idKey struct {
+		id   [16]byte
+		lane uint32
+	}
+	if got := unsafe.Sizeof(node[idKey]{}); got != 40 {
+		t.Fatalf("node[idKey] is %d bytes, want 40", got)
+	}
+}
+
+// TestIndexChurn drives the key index through growth, long probe runs and backward-shift deletions
+// (including across the end of the table) against a map, checking its invariants as it goes.
+func TestIndexChurn(t *testing.T) {
+	for _, keys := range []int{10, 100, 5000} {
+		t.Run(fmt.Sprint(keys), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(keys), 1))
+			w := New[uint64](Config{Clock: clock.NewFake(start)}, nil)
+			ref := map[uint64]bool{}
+			for op := range 40000 {
+				k := uint64(rng.IntN(keys))
+				if rng.IntN(3) == 0 {
+					if got := w.Cancel(k); got != ref[k] {
+						t.Fatalf("op %d: Cancel(%d) = %v, want %v", op, k, got, ref[k])
+					}
+					delete(ref, k)
+				} else {
+					w.Schedule(k, start.Add(time.Hour))
+					ref[k] = true
+				}
+				if op%997 == 0 || keys <= 100 && op%13 == 0 {
+					if err := w.checkInvariants(); err != nil {
+						t.Fatalf("op %d: %v", op, err)
+					}
+				}
+			}
+			if w.Len() != len(ref) {
+				t.Fatalf("Len %d, want %d", w.Len(), len(ref))
+			}
+			for k := range ref {
+				if !w.Cancel(k) {
+					t.Fatalf("key %d lost", k)
+				}
+			}
+			if w.Len() != 0 || w.index.n != 0 {
+				t.Fatalf("Len %d, index %d after cancelling all", w.Len(), w.index.n)
+			}
+		})
+	}
+}
+
+func TestClear(t *testing.T) {
+	w := New[int](Config{Clock: clock.NewFake(start)}, nil)
+	for i := range 3000 {
+		w.Schedule(i, start.Add(time.Duration(i)*time.Second))
+	}
+	w.Clear()
+	if n := w.Len(); n != 0 {
+		t.Fatalf("Len %d after Clear", n)
+	}
+	if got := w.AdvanceTo(start.Add(24 * time.Hour)); len(got) != 0 {
+		t.Fatalf("%d keys fired after Clear", len(got))
+	}
+	// The wheel works as new afterwards, from the time it had reached.
+	w.Schedule(7, start.Add(25*time.Hour))
+	w.Schedule(8, start) // in the past: due at the next step
+	if got := w.AdvanceTo(start.Add(24 * time.Hour)); len(got) != 1 || got[0] != 8 {
+		t.Fatalf("fired %v, want [8]", got)
+	}
+	if got := w.AdvanceTo(start.Add(25 * time.Hour)); len(got) != 1 || got[0] != 7 {
+		t.Fatalf("fired %v, want [7]", got)
+	}
+	if err := w.checkInvariants(); err != nil {
+		t.Fatal(err)
 	}
 }

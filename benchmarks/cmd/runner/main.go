@@ -34,6 +34,7 @@ type options struct {
 	keepData   bool
 	failRandom bool
 	profile    bool
+	scale      bool
 }
 
 func main() {
@@ -57,6 +58,7 @@ func main() {
 	flag.BoolVar(&o.keepData, "keep-data", false, "keep each sluice data directory and log (printed at the end)")
 	flag.BoolVar(&o.failRandom, "failing-random", false, "failing-endpoint: pick failing delivery ids at random (lets the circuit breaker open) instead of evenly spaced")
 	flag.BoolVar(&o.profile, "profile", false, "serve pprof on every node and take a CPU profile of the server during each scenario's main case (files under <out>/profiles/)")
+	flag.BoolVar(&o.scale, "scale", false, "long mode of the scale scenarios: backlog-growth also at 10M stored (tens of minutes, ~10 GB of disk); use with -scenarios backlog-growth")
 	flag.BoolVar(&list, "list", false, "list the scenarios and exit")
 	flag.StringVar(&render, "render", "", "rewrite the docs table from this results JSON instead of running anything")
 	flag.Parse()
@@ -167,6 +169,10 @@ func run(ctx context.Context, o options) error {
 	r := &runner{ctx: ctx, opts: o, plan: standardPlan(), upstream: map[int]*loadgen.Result{}}
 	if o.quick {
 		r.plan = quickPlan()
+	}
+	if o.scale {
+		r.plan.BacklogTargets = append(r.plan.BacklogTargets, 10_000_000)
+		r.plan.BacklogSeed = 60 * time.Minute
 	}
 	commit, dirty := gitCommit()
 	r.rep = &Report{
@@ -281,6 +287,9 @@ func runName(date string, o options) string {
 	}
 	if o.profile {
 		name += "-profile"
+	}
+	if o.scale {
+		name += "-scale"
 	}
 	return name
 }

@@ -47,19 +47,23 @@ type plan struct {
 	FailoverDepth    int
 
 	// scheduler-scale: deliveries pending retry, built by broadcasts to SchedEndpoints endpoints whose
-	// sink fails two in three first attempts, up to SchedTarget or for at most SchedBuild.
+	// sink fails two in three first attempts, up to SchedTarget or for at most SchedBuild; the rest up
+	// to SchedTarget is seeded through the node's store (at most SchedSeed).
 	SchedTarget    int
 	SchedBuild     time.Duration
+	SchedSeed      time.Duration
 	SchedEndpoints int
 
 	// backlog-growth: e2e at BacklogRate (open loop, BacklogDur) and a closed-loop burst of
-	// BacklogE2E events, with an empty store and after storing up to BacklogTarget events (at most
-	// BacklogFill of publishing).
-	BacklogTarget int
-	BacklogFill   time.Duration
-	BacklogRate   float64
-	BacklogDur    time.Duration
-	BacklogE2E    int
+	// BacklogE2E events, with an empty store and then with each of BacklogTargets events stored: TCP
+	// publishing for at most BacklogFill, the rest seeded through the node's store (at most
+	// BacklogSeed per target). -scale adds 10M.
+	BacklogTargets []int
+	BacklogFill    time.Duration
+	BacklogSeed    time.Duration
+	BacklogRate    float64
+	BacklogDur     time.Duration
+	BacklogE2E     int
 }
 
 // tcpCase is a TCP ingest load shape: connections × publishes in flight on each.
@@ -104,14 +108,16 @@ func standardPlan() plan {
 		FailoverDepth:    16,
 
 		SchedTarget:    1_000_000,
-		SchedBuild:     50 * time.Second,
+		SchedBuild:     10 * time.Second,
+		SchedSeed:      12 * time.Minute,
 		SchedEndpoints: 50,
 
-		BacklogTarget: 1_000_000,
-		BacklogFill:   45 * time.Second,
-		BacklogRate:   2_000,
-		BacklogDur:    8 * time.Second,
-		BacklogE2E:    20_000,
+		BacklogTargets: []int{1_000_000},
+		BacklogFill:    10 * time.Second,
+		BacklogSeed:    8 * time.Minute,
+		BacklogRate:    2_000,
+		BacklogDur:     8 * time.Second,
+		BacklogE2E:     20_000,
 	}
 }
 
@@ -146,14 +152,16 @@ func quickPlan() plan {
 		FailoverAfter:    2500 * time.Millisecond,
 		FailoverDepth:    8,
 
-		SchedTarget:    8_000,
+		SchedTarget:    20_000,
 		SchedBuild:     4 * time.Second,
+		SchedSeed:      time.Minute,
 		SchedEndpoints: 50,
 
-		BacklogTarget: 30_000,
-		BacklogFill:   2 * time.Second,
-		BacklogRate:   1_000,
-		BacklogDur:    time.Second,
-		BacklogE2E:    1_500,
+		BacklogTargets: []int{30_000},
+		BacklogFill:    2 * time.Second,
+		BacklogSeed:    time.Minute,
+		BacklogRate:    1_000,
+		BacklogDur:     time.Second,
+		BacklogE2E:     1_500,
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -12,13 +13,15 @@ import (
 )
 
 // restartResult is one clean restart of a node: how long until the delivery engine rebuilt its wheel
-// and the API was ready, and the memory it took. The log splits it: process start → "leadership
-// changed" is opening the store (replaying the state DB's WAL into its memtable, at most 64 MiB,
-// whatever was written since the last flush) and the election; from there to "delivery engine active"
-// is the wheel rebuild from the due index, the part that grows with the pending count.
+// and the API was ready, and the memory it took. The log splits it: process start → raft's "starting
+// election" is opening the store (replaying the state DB's WAL into its memtable, at most 64 MiB,
+// whatever was written since the last flush) and the node's start; from there to "delivery engine
+// active" is the election, the leader's barrier (applying what the log holds beyond the state) and the
+// wheel rebuild from the due index, the part that grows with the pending count. ("leadership changed"
+// can be logged after the rebuild, so it does not split it.)
 type restartResult struct {
 	active  time.Duration // process start → "delivery engine active" logged
-	leader  time.Duration // process start → "leadership changed" logged
+	leader  time.Duration // process start → raft's "starting election" logged
 	ready   time.Duration // process start → /readyz 200 and the API answering
 	pending int           // the pending count that log line reports
 	peakRSS uint64        // VmHWM of the new process after settling
@@ -26,11 +29,15 @@ type restartResult struct {
 	stopped time.Duration // the SIGTERM shutdown before it
 }
 
-// restart stops s cleanly (SIGTERM), starts it again on the same data and measures the start.
+// restart stops s cleanly (SIGTERM) unless it is already stopped, starts it again on the same data
+// and measures the start.
 func restart(ctx context.Context, s *harness.Sluice, settle time.Duration) (*restartResult, error) {
-	clean, took := s.Terminate()
-	if !clean {
-		return nil, fmt.Errorf("shutdown before the restart was not clean (took %v)", took)
+	var took time.Duration
+	if s.Running() {
+		var clean bool
+		if clean, took = s.Terminate(); !clean {
+			return nil, fmt.Errorf("shutdown before the restart was not clean (took %v)", took)
+		}
 	}
 	from := s.LogSize()
 	t0 := time.Now()
@@ -43,7 +50,7 @@ func restart(ctx context.Context, s *harness.Sluice, settle time.Duration) (*res
 	}
 	out := &restartResult{active: at.Sub(t0), stopped: took}
 	out.pending, _ = strconv.Atoi(harness.LogField(line, "pending"))
-	if _, lat, err := s.WaitLog(ctx, "leadership changed", from, time.Second); err == nil {
+	if _, lat, err := s.WaitLog(ctx, "starting election", from, time.Second); err == nil && lat.Before(at) {
 		out.leader = lat.Sub(t0)
 	}
 	if err := s.WaitReady(ctx, 120*time.Second); err != nil {
@@ -163,6 +170,7 @@ func runSchedulerScale(r *runner, sc *scenarioRun) error {
 		return err
 	}
 	rssRunning := s.RSS()
+	built := int(wheel)
 	bc := &Case{Name: fmt.Sprintf("build: %s deliveries to %d endpoints", num(float64(deliveries)), fan),
 		Figure: "pending retries created/s", Value: round(retries/w.use.ElapsedS, 0), LatencyKind: "ack", Latency: &build.Latency,
 		Load: build, Complete: build.Errors == 0, MetricsDelta: d}
@@ -172,6 +180,17 @@ func runSchedulerScale(r *runner, sc *scenarioRun) error {
 	bc.also("in", round(w.use.ElapsedS, 1), " s")
 	bc.also("RSS of the running node", round(float64(rssRunning)/(1<<20), 0), " MB")
 	sc.add(bc)
+
+	var stopTook time.Duration
+	if built < r.plan.SchedTarget {
+		var clean bool
+		if clean, stopTook = s.Terminate(); !clean {
+			return fmt.Errorf("stop before seeding was not clean (took %v)", stopTook)
+		}
+		if err := r.seedPendingRetries(sc, s, proj, fan, r.plan.SchedTarget-built); err != nil {
+			return err
+		}
+	}
 
 	b, err := restart(ctx, s, 2*time.Second)
 	if err != nil {
@@ -192,10 +211,10 @@ func runSchedulerScale(r *runner, sc *scenarioRun) error {
 	tc := &Case{Name: fmt.Sprintf("restart with %s pending retry: wheel rebuilt", label), Figure: "s from process start to \"delivery engine active\"",
 		Value: round(b.active.Seconds(), 2), Complete: true}
 	tc.setBaseline("same node empty, same run", round(zero.active.Seconds(), 2))
-	tc.also("of which store open + election", round(b.leader.Seconds(), 2), " s")
-	tc.also("wheel rebuild", round(rebuild.Seconds()*1000, 0), " ms")
+	tc.also("of which store open and start (to the election)", round(b.leader.Seconds(), 2), " s")
+	tc.also("election, barrier and wheel rebuild", round(rebuild.Seconds()*1000, 0), " ms")
 	tc.also("/readyz and API ready after", round(b.ready.Seconds(), 2), " s")
-	tc.also("SIGTERM shutdown before it", round(b.stopped.Seconds(), 1), " s")
+	tc.also("SIGTERM shutdown before it", round(max(b.stopped, stopTook).Seconds(), 1), " s")
 	// At 1M: the same store open and election, the rebuild scaled.
 	t1M := b.leader.Seconds() + rebuild.Seconds()*scale
 	tc.atMost("< 10 s at 1M pending", t1M, 10)
@@ -235,23 +254,89 @@ func runSchedulerScale(r *runner, sc *scenarioRun) error {
 	wc.PeakRSSMB = mb(float64(w1.PeakRSS))
 	sc.add(wc)
 	if n < r.plan.SchedTarget {
-		sc.note("the build stopped at its %v bound with %d deliveries pending retry, not the %d asked for: every pending retry needs "+
-			"a real failed HTTP attempt (a paused endpoint or an open circuit breaker keeps work in memory, not in the wheel) and this "+
-			"run created %s/s. The 1M targets are projected: time as the restart's store open and election plus its wheel rebuild "+
-			"scaled by %.1f; RSS as the restarted node's peak plus what growing the wheel alone from this N to 1M adds to a process's "+
-			"peak RSS (the last row: the same scheduler.Wheel[dispatcher.Ref] the engine rebuilds, one Schedule per pending delivery, "+
-			"its three id strings allocated per entry as ForEachDue decodes them, in a child process)",
-			r.plan.SchedBuild, n, r.plan.SchedTarget, num(bc.Value), scale)
+		sc.note("the restart found %d deliveries pending retry, not the %d asked for (the seeding's bound was %v). The 1M targets are "+
+			"projected: time as the restart's store open and election plus its wheel rebuild scaled by %.1f; RSS as the restarted node's "+
+			"peak plus what growing the wheel alone from this N to 1M adds to a process's peak RSS (the last row)",
+			n, r.plan.SchedTarget, r.plan.SchedSeed, scale)
 	}
-	sc.note("deliveries pending retry are built by TCP broadcasts to %d endpoints whose sink fails %.0f%% of first attempts with 500 "+
+	sc.note("the last row is the wheel alone in a child process: the same scheduler.Wheel[dispatcher.DueKey] the engine rebuilds, one " +
+		"Schedule per pending delivery with the project, endpoint and delivery id strings allocated per entry as ForEachDue decodes " +
+		"them and turned into a 20-byte key by a dispatcher.KeyTable")
+	sc.note("deliveries pending retry are first built for at most %v by TCP broadcasts to %d endpoints whose sink fails %.0f%% of first attempts with 500 "+
 		"(evenly per endpoint, two in three: with the 256 workers spread over the endpoints, a lane has a few attempts in flight, so "+
 		"its circuit breaker never sees 10 failures in a row) under the "+
-		"retry strategy {\"type\":\"linear\",\"duration\":3600}: a failed delivery waits an hour, in the timing wheel. Then a "+
+		"retry strategy {\"type\":\"linear\",\"duration\":3600}: a failed delivery waits an hour, in the timing wheel. The rest up to "+
+		"%s is seeded with the node stopped (see the seed row). Then a "+
 		"clean restart (SIGTERM, start on the same data): the figure is process start to the node's \"delivery engine active\" log "+
-		"line (the wheel rebuilt from the due index; the line's pending count names the row), split at \"leadership changed\" into "+
-		"opening the store (replaying the state DB's unflushed WAL, up to its 64 MiB memtable, whatever the build left) plus the "+
-		"election, and the rebuild itself; peak RSS is the restarted process's VmHWM %v after that. The baseline is the same restart "+
+		"line (the wheel rebuilt from the due index; the line's pending count names the row), split at raft's \"starting election\" "+
+		"into opening the store (replaying the state DB's unflushed WAL, up to its 64 MiB memtable, whatever the seeding left) and "+
+		"the node's start, then the election, the leader's barrier and the rebuild; peak RSS is the restarted process's VmHWM %v after that. The baseline is the same restart "+
 		"of the same node before the build",
-		fan, 100*failShare, 2*time.Second)
+		r.plan.SchedBuild, fan, 100*failShare, num(float64(r.plan.SchedTarget)), 2*time.Second)
+	return nil
+}
+
+// seedPendingRetries adds want deliveries pending retry to the stopped node's store, the way the build
+// makes them but without the network: this process opens the node's data directory as the node,
+// publishes broadcasts to the same fan endpoints with api.Server.Publish (one delivery per endpoint
+// each, through the Raft log and the FSM), then records for every delivery due a failed first attempt
+// (HTTP 500, the record copied from one of the build's real failed attempts) with its retry an hour
+// out, as CmdResults batches of 1024: the commands the delivery engine proposes. The node is left
+// stopped.
+func (r *runner) seedPendingRetries(sc *scenarioRun, s *harness.Sluice, proj *harness.Project, fan, want int) error {
+	ctx := r.ctx
+	sd, err := openSeeder(ctx, s)
+	if err != nil {
+		return err
+	}
+	defer sd.close()
+	tmpl := sd.failedAttemptTemplate(proj.ID)
+	events := int64((want + fan - 1) / fan)
+	logf("scheduler-scale: seeding %d events × %d endpoints through the store", events, fan)
+	cpu0 := harness.ProcCPU(os.Getpid())
+	// In chunks of ~100k deliveries, each published and then given its failed attempt before the next:
+	// when the bound stops the seeding, it stops between chunks, so every seeded delivery is a retry an
+	// hour out and none is due at the restart (which would then measure dispatching, not the wheel).
+	chunk := int64(max(1, 100_000/fan))
+	deadline := time.Now().Add(r.plan.SchedSeed)
+	var pub, res seedStats
+	pub.Complete = true
+	for pub.N < events && time.Now().Before(deadline) {
+		n := min(chunk, events-pub.N)
+		p := sd.publish(ctx, proj.ID, eventType, loadgen.Data(r.plan.Payload), n, 64, 10*time.Minute)
+		pub.N, pub.Elapsed = pub.N+p.N, pub.Elapsed+p.Elapsed
+		if p.Err != nil {
+			return p.Err
+		}
+		f := sd.failFirstAttempts(ctx, tmpl, time.Now().Add(time.Hour), r.plan.SchedBuild, 1024, 10*time.Minute)
+		res.N, res.Elapsed = res.N+f.N, res.Elapsed+f.Elapsed
+		if f.Err != nil {
+			return f.Err
+		}
+		if !p.Complete || !f.Complete {
+			pub.Complete = false
+			break
+		}
+	}
+	res.Complete = pub.Complete && pub.N >= events
+	if !res.Complete {
+		sc.note("seed: the %v bound stopped seeding after %d of %d events (%d failed first attempts recorded)", r.plan.SchedSeed, pub.N, events, res.N)
+	}
+	cpu := harness.ProcCPU(os.Getpid()) - cpu0
+	if err := sd.close(); err != nil {
+		return fmt.Errorf("close seeded store: %w", err)
+	}
+	took := pub.Elapsed + res.Elapsed
+	c := &Case{Name: fmt.Sprintf("seed: %s deliveries pending retry through the store", num(float64(res.N))), Figure: "pending retries created/s",
+		Value: round(float64(res.N)/took.Seconds(), 0), Complete: res.Complete, CostEvents: float64(res.N)}
+	c.also("events published (broadcast)", float64(pub.N), "")
+	c.also("publishing", round(pub.Elapsed.Seconds(), 1), " s")
+	c.also("failed first attempts recorded", round(res.Elapsed.Seconds(), 1), " s")
+	c.also("runner CPU per 1,000 (store, Raft, FSM in-process)", round(cpu.Seconds()*1000/float64(max(res.N, 1)), 3), " s")
+	c.also("data dir", round(float64(dirSize(s.DataDir))/(1<<20), 0), " MB")
+	sc.add(c)
+	if tmpl.UID == "" {
+		sc.note("seed: the build left no failed attempt to copy; the seeded attempt records have the same fields but made-up headers")
+	}
 	return nil
 }

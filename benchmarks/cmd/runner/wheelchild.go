@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -34,9 +33,9 @@ type wheelStats struct {
 	BaseRSS uint64 `json:"base_rss_bytes"`
 }
 
-// wheelChild schedules n refs as Engine.rebuild does (each with its own project, endpoint and
-// delivery id strings of 26 bytes, as ForEachDue decodes them), due an hour from now, and prints
-// wheelStats.
+// wheelChild schedules n deliveries as Engine.rebuild does (project, endpoint and delivery id strings
+// of 26 bytes allocated per entry, as ForEachDue decodes them, turned into a dispatcher.DueKey by a
+// dispatcher.KeyTable), due an hour from now, and prints wheelStats.
 func wheelChild(arg string) {
 	n, err := strconv.Atoi(arg)
 	if err != nil || n < 0 {
@@ -49,7 +48,8 @@ func wheelChild(arg string) {
 	runtime.ReadMemStats(&ms)
 	before := ms.HeapAlloc
 	st := wheelStats{N: n, BaseRSS: harness.ProcRSS(pid)}
-	w := scheduler.New[dispatcher.Ref](scheduler.Config{}, func([]dispatcher.Ref) {})
+	w := scheduler.New[dispatcher.DueKey](scheduler.Config{}, func([]dispatcher.DueKey) {})
+	keys := dispatcher.NewKeyTable()
 	now := time.Now()
 	proj, ep := []byte(model.NewID(now)), []byte(model.NewID(now))
 	// Delivery ids: 26 bytes like a ULID, made cheaply so that the timing is the wheel's (and the
@@ -58,8 +58,11 @@ func wheelChild(arg string) {
 	t0 := time.Now()
 	for i := range n {
 		at := now.Add(time.Hour + time.Duration(i)*50*time.Microsecond) // retries spread over the build
-		binary.BigEndian.PutUint64(did[len(did)-8:], uint64(i))
-		w.Schedule(dispatcher.Ref{ProjectID: string(proj), EndpointID: string(ep), DeliveryID: string(did)}, at)
+		// i in the last 8 Crockford digits keeps the id well-formed (a raw byte would not be an id).
+		for j, v := len(did)-1, i; j >= len(did)-8; j, v = j-1, v>>5 {
+			did[j] = crockford[v&0x1F]
+		}
+		w.Schedule(keys.Key(string(proj), string(ep), string(did)), at)
 	}
 	st.ScheduleS = time.Since(t0).Seconds()
 	runtime.GC()
@@ -69,6 +72,8 @@ func wheelChild(arg string) {
 	runtime.KeepAlive(w)
 	json.NewEncoder(os.Stdout).Encode(st)
 }
+
+const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 // measureWheel runs a wheel child with n entries.
 func measureWheel(n int) (*wheelStats, error) {
