@@ -35,7 +35,7 @@ fuzz:
 		done; \
 	done
 
-# The standard run takes about 7 minutes. BENCH_FLAGS=-quick for a ~1.5 minute smoke run;
+# The standard run takes about 11 minutes. BENCH_FLAGS=-quick for a ~1.5 minute smoke run;
 # -scenarios a,b to pick scenarios; -profile for CPU profiles.
 bench: build
 	$(GO) run ./benchmarks/cmd/runner $(BENCH_FLAGS)
