@@ -362,8 +362,14 @@ func (c *consumer) deadLetter(ctx context.Context, js jetstream.JetStream, nc *n
 	}
 	out.Header.Set(HeaderError, reason)
 	out.Header.Set(HeaderMessageID, id)
-	_, err := js.PublishMsg(ctx, out)
-	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+	// Ask whether a stream captures the subject rather than try a JetStream publish first: with a
+	// plain subscriber on the subject (and no stream), that publish is delivered to the subscriber,
+	// which never answers, so it would wait out the publish timeout and fail.
+	_, err := js.StreamNameBySubject(ctx, c.cfg.DeadLetterSubject)
+	switch {
+	case err == nil:
+		_, err = js.PublishMsg(ctx, out)
+	case errors.Is(err, jetstream.ErrStreamNotFound):
 		if err = nc.PublishMsg(out); err == nil {
 			err = nc.FlushWithContext(ctx)
 		}
