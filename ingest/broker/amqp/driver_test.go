@@ -27,6 +27,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/sluice-gw/sluice/ingest/broker"
+	"github.com/sluice-gw/sluice/ingest/broker/brokertest"
 	"github.com/sluice-gw/sluice/model"
 )
 
@@ -257,17 +258,6 @@ func (r *running) wait(t testing.TB) error {
 	}
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
-	}
-}
-
 func TestCheck(t *testing.T) {
 	const good = "amqp://u:secretpw@127.0.0.1:5672/vh"
 	tlsOn := &model.BrokerTLS{Enabled: true}
@@ -386,8 +376,8 @@ func TestConsume(t *testing.T) {
 
 			h := newFakeHandler()
 			run := start(t, Driver{}, source(r.url, queue, workers, mod), h)
-			waitFor(t, "every message processed", func() bool { return h.count() == n })
-			waitFor(t, "the rejected messages at the dead-letter queue", func() bool { return r.depth(dlq) == n/10 })
+			brokertest.WaitFor(t, "every message processed", func() bool { return h.count() == n })
+			brokertest.WaitFor(t, "the rejected messages at the dead-letter queue", func() bool { return r.depth(dlq) == n/10 })
 			if err := run.stop(t); err != nil {
 				t.Fatalf("Run after cancel = %v, want nil", err)
 			}
@@ -463,7 +453,7 @@ func TestNoAckBeforeProcess(t *testing.T) {
 
 	h2 := newFakeHandler()
 	start(t, Driver{}, source(r.url, queue, workers, nil), h2)
-	waitFor(t, "every message processed", func() bool { return h2.count() == n })
+	brokertest.WaitFor(t, "every message processed", func() bool { return h2.count() == n })
 	h2.mu.Lock()
 	defer h2.mu.Unlock()
 	for _, m := range first {
@@ -484,7 +474,7 @@ func TestLag(t *testing.T) {
 	h := newFakeHandler()
 	h.block = func(ctx context.Context, _ []broker.Message) error { <-ctx.Done(); return ctx.Err() }
 	start(t, Driver{LagInterval: 10 * time.Millisecond}, source(r.url, queue, workers, nil), h)
-	waitFor(t, fmt.Sprintf("lag %d", n-workers), func() bool { return h.lag.Load() == n-workers })
+	brokertest.WaitFor(t, fmt.Sprintf("lag %d", n-workers), func() bool { return h.lag.Load() == n-workers })
 }
 
 // TestRunErrors: Run returns an error, not nil, when it cannot do its job, so the Manager
@@ -635,7 +625,7 @@ func TestConnectionLoss(t *testing.T) {
 		t.Fatal("Run returned nil after the connection dropped, want an error")
 	}
 	t.Logf("Run: %v", err)
-	waitFor(t, "the unacked messages back in the queue", func() bool { return r.depth(queue) == n })
+	brokertest.WaitFor(t, "the unacked messages back in the queue", func() bool { return r.depth(queue) == n })
 }
 
 // TestTLS consumes through amqps:// with the source's CA, against a TLS-terminating proxy in
@@ -651,7 +641,7 @@ func TestTLS(t *testing.T) {
 		a.TLS = &model.BrokerTLS{Enabled: true, CAPEM: caPEM, ServerName: "rabbit.test"}
 	})
 	start(t, Driver{}, src, h)
-	waitFor(t, "both messages over TLS", func() bool { return h.count() == 2 })
+	brokertest.WaitFor(t, "both messages over TLS", func() bool { return h.count() == 2 })
 
 	// amqps:// alone (any case) is verified TLS too, which the test certificate does not pass.
 	err := start(t, Driver{}, source(strings.Replace(src.Broker.AMQP.URL, "amqps:", "AMQPS:", 1), queue, 4, nil), newFakeHandler()).wait(t)
@@ -730,7 +720,7 @@ func BenchmarkConsume(b *testing.B) {
 			b.ResetTimer()
 			cpu0 := cpuTime(b)
 			run := start(b, Driver{}, source(r.url, queue, workers, nil), h)
-			waitFor(b, "every message processed", func() bool { return h.count() == b.N })
+			brokertest.WaitFor(b, "every message processed", func() bool { return h.count() == b.N })
 			cpu := cpuTime(b) - cpu0
 			b.StopTimer()
 			run.stop(b)

@@ -15,7 +15,6 @@ import (
 	"math/big"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/sluice-gw/sluice/ingest/broker"
+	"github.com/sluice-gw/sluice/ingest/broker/brokertest"
 	"github.com/sluice-gw/sluice/model"
 )
 
@@ -79,70 +79,6 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// recorder is a broker.Handler that remembers what it processed and rejects bodies starting with
-// "bad".
-type recorder struct {
-	mu     sync.Mutex
-	seen   map[string]int    // message id -> times processed
-	bodies map[string]string // message id -> body
-	lags   []int64
-	// block, when set, makes Process wait for ctx to end and fail, as a node stopping mid-batch.
-	block   bool
-	entered chan struct{} // closed when a blocking Process started
-}
-
-func newRecorder() *recorder {
-	return &recorder{seen: map[string]int{}, bodies: map[string]string{}, entered: make(chan struct{})}
-}
-
-func (r *recorder) Process(ctx context.Context, msgs []broker.Message) ([]broker.Verdict, error) {
-	if r.block {
-		close(r.entered)
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]broker.Verdict, len(msgs))
-	for i, m := range msgs {
-		r.seen[m.ID]++
-		r.bodies[m.ID] = string(m.Body)
-		if strings.HasPrefix(string(m.Body), "bad") {
-			out[i] = broker.Verdict{Rejected: true, Reason: "malformed: " + m.Headers["why"]}
-		}
-	}
-	return out, nil
-}
-
-func (r *recorder) SetLag(n int64) {
-	r.mu.Lock()
-	r.lags = append(r.lags, n)
-	r.mu.Unlock()
-}
-
-// count returns how many distinct messages were processed and how many bodies match pred.
-func (r *recorder) count(pred func(body string) bool) (distinct, matching int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for id := range r.seen {
-		if pred == nil || pred(r.bodies[id]) {
-			matching++
-		}
-	}
-	return len(r.seen), matching
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval
-	}
-}
-
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // start runs src's consumer until the returned stop is called; stop returns Run's result.
@@ -158,17 +94,7 @@ func start(t *testing.T, src *model.Source, h broker.Handler, edit func(*consume
 	if edit != nil {
 		edit(c.(*consumer))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, h) }()
-	var once sync.Once
-	var res error
-	stop = func() error {
-		once.Do(func() { cancel(); res = <-done })
-		return res
-	}
-	t.Cleanup(func() { stop() })
-	return stop
+	return brokertest.Run(t, c, h)
 }
 
 func produce(t *testing.T, addrs []string, recs ...*kgo.Record) {
@@ -235,19 +161,19 @@ func TestConsume(t *testing.T) {
 	produce(t, addrs, recs...)
 
 	src := kafkaSource(addrs, func(k *model.KafkaSource) { k.DeadLetterTopic = "dlq" })
-	rec := newRecorder()
+	rec := brokertest.NewRecorder()
 	stop := start(t, src, rec, func(c *consumer) { c.maxPoll = 40 })
-	waitFor(t, "every record processed", func() bool { d, _ := rec.count(nil); return d == n })
-	waitFor(t, "lag 0 reported", func() bool {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		return len(rec.lags) > 0 && rec.lags[len(rec.lags)-1] == 0
+	brokertest.WaitFor(t, "every record processed", func() bool { d, _ := rec.Count(nil); return d == n })
+	brokertest.WaitFor(t, "lag 0 reported", func() bool {
+		rec.Mu.Lock()
+		defer rec.Mu.Unlock()
+		return len(rec.Lags) > 0 && rec.Lags[len(rec.Lags)-1] == 0
 	})
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	rec.mu.Lock()
-	for id, times := range rec.seen {
+	rec.Mu.Lock()
+	for id, times := range rec.Seen {
 		if times != 1 {
 			t.Errorf("%s processed %d times", id, times)
 		}
@@ -256,10 +182,10 @@ func TestConsume(t *testing.T) {
 		}
 	}
 	maxLag := int64(0)
-	for _, l := range rec.lags {
+	for _, l := range rec.Lags {
 		maxLag = max(maxLag, l)
 	}
-	rec.mu.Unlock()
+	rec.Mu.Unlock()
 	if maxLag == 0 {
 		t.Error("no lag above 0 was reported while 300 records were read 40 at a time")
 	}
@@ -276,11 +202,11 @@ func TestConsume(t *testing.T) {
 	}
 
 	// The group's committed offsets are past everything: a new member sees only what comes next.
-	rec2 := newRecorder()
+	rec2 := brokertest.NewRecorder()
 	start(t, src, rec2, nil)
 	produce(t, addrs, &kgo.Record{Topic: "orders", Value: []byte(`"marker"`)})
-	waitFor(t, "the marker", func() bool { _, m := rec2.count(func(b string) bool { return b == `"marker"` }); return m == 1 })
-	if d, _ := rec2.count(nil); d != 1 {
+	brokertest.WaitFor(t, "the marker", func() bool { _, m := rec2.Count(func(b string) bool { return b == `"marker"` }); return m == 1 })
+	if d, _ := rec2.Count(nil); d != 1 {
 		t.Errorf("the second member processed %d records, want only the marker: offsets were not committed", d)
 	}
 }
@@ -298,11 +224,11 @@ func TestStopMidBatch(t *testing.T) {
 	produce(t, addrs, recs...)
 	src := kafkaSource(addrs, nil)
 
-	blocked := newRecorder()
-	blocked.block = true
+	blocked := brokertest.NewRecorder()
+	blocked.Block = true
 	stop := start(t, src, blocked, nil)
 	select {
-	case <-blocked.entered:
+	case <-blocked.Entered:
 	case <-time.After(30 * time.Second):
 		t.Fatal("Process was never called")
 	}
@@ -310,13 +236,13 @@ func TestStopMidBatch(t *testing.T) {
 		t.Fatalf("Run after its context ended = %v, want nil", err)
 	}
 
-	rec := newRecorder()
+	rec := brokertest.NewRecorder()
 	start(t, src, rec, nil)
-	waitFor(t, "every record after the restart", func() bool { d, _ := rec.count(nil); return d == n })
+	brokertest.WaitFor(t, "every record after the restart", func() bool { d, _ := rec.Count(nil); return d == n })
 	for i := range n {
 		id := fmt.Sprintf("orders/0/%d", i)
-		if rec.seen[id] != 1 || rec.bodies[id] != fmt.Sprintf(`{"i":%d}`, i) {
-			t.Errorf("%s: processed %d times with body %q", id, rec.seen[id], rec.bodies[id])
+		if rec.Seen[id] != 1 || rec.Bodies[id] != fmt.Sprintf(`{"i":%d}`, i) {
+			t.Errorf("%s: processed %d times with body %q", id, rec.Seen[id], rec.Bodies[id])
 		}
 	}
 }
@@ -327,7 +253,7 @@ func TestRebalance(t *testing.T) {
 	c := cluster(t, kfake.SeedTopics(4, "orders"))
 	addrs := c.ListenAddrs()
 	src := kafkaSource(addrs, nil)
-	a, b := newRecorder(), newRecorder()
+	a, b := brokertest.NewRecorder(), brokertest.NewRecorder()
 	stopA := start(t, src, a, func(c *consumer) { c.maxPoll = 10 })
 	const n = 400
 	batch := func(from, to int) {
@@ -338,21 +264,21 @@ func TestRebalance(t *testing.T) {
 		produce(t, addrs, recs...)
 	}
 	batch(0, n/2)
-	waitFor(t, "the first member consuming", func() bool { d, _ := a.count(nil); return d > 0 })
+	brokertest.WaitFor(t, "the first member consuming", func() bool { d, _ := a.Count(nil); return d > 0 })
 	stopB := start(t, src, b, func(c *consumer) { c.maxPoll = 10 })
 	batch(n/2, n)
 	all := func() int {
 		ids := map[string]bool{}
-		for _, r := range []*recorder{a, b} {
-			r.mu.Lock()
-			for id := range r.seen {
+		for _, r := range []*brokertest.Recorder{a, b} {
+			r.Mu.Lock()
+			for id := range r.Seen {
 				ids[id] = true
 			}
-			r.mu.Unlock()
+			r.Mu.Unlock()
 		}
 		return len(ids)
 	}
-	waitFor(t, "every record by one member or the other", func() bool { return all() == n })
+	brokertest.WaitFor(t, "every record by one member or the other", func() bool { return all() == n })
 	if err := stopA(); err != nil {
 		t.Errorf("member a: %v", err)
 	}
@@ -360,11 +286,11 @@ func TestRebalance(t *testing.T) {
 		t.Errorf("member b: %v", err)
 	}
 	// Everything was committed: a fresh member sees only the marker.
-	after := newRecorder()
+	after := brokertest.NewRecorder()
 	start(t, src, after, nil)
 	produce(t, addrs, &kgo.Record{Topic: "orders", Value: []byte(`"marker"`)})
-	waitFor(t, "the marker", func() bool { _, m := after.count(func(b string) bool { return b == `"marker"` }); return m == 1 })
-	if d, _ := after.count(nil); d != 1 {
+	brokertest.WaitFor(t, "the marker", func() bool { _, m := after.Count(func(b string) bool { return b == `"marker"` }); return m == 1 })
+	if d, _ := after.Count(nil); d != 1 {
 		t.Errorf("a fresh member processed %d records, want only the marker", d)
 	}
 }
@@ -412,14 +338,14 @@ func TestAuth(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := cons.Run(ctx, newRecorder()); err == nil {
+				if err := cons.Run(ctx, brokertest.NewRecorder()); err == nil {
 					t.Fatal("Run with a wrong password returned nil")
 				}
 				return
 			}
-			rec := newRecorder()
+			rec := brokertest.NewRecorder()
 			start(t, src, rec, nil)
-			waitFor(t, "the record over TLS and SASL", func() bool { d, _ := rec.count(nil); return d == 1 })
+			brokertest.WaitFor(t, "the record over TLS and SASL", func() bool { d, _ := rec.Count(nil); return d == 1 })
 		})
 	}
 }

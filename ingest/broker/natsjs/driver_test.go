@@ -15,7 +15,6 @@ import (
 	"math/big"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-gw/sluice/ingest/broker"
+	"github.com/sluice-gw/sluice/ingest/broker/brokertest"
 	"github.com/sluice-gw/sluice/model"
 )
 
@@ -142,70 +142,6 @@ func msg(subject, body string, hdr ...string) *nats.Msg {
 	return m
 }
 
-// recorder is a broker.Handler that remembers what it processed and rejects bodies starting with
-// "bad".
-type recorder struct {
-	mu     sync.Mutex
-	seen   map[string]int    // message id -> times processed
-	bodies map[string]string // message id -> body
-	lags   []int64
-	// block, when set, makes Process wait for ctx to end and fail, as a node stopping mid-batch.
-	block   bool
-	entered chan struct{} // closed when a blocking Process started
-}
-
-func newRecorder() *recorder {
-	return &recorder{seen: map[string]int{}, bodies: map[string]string{}, entered: make(chan struct{})}
-}
-
-func (r *recorder) Process(ctx context.Context, msgs []broker.Message) ([]broker.Verdict, error) {
-	if r.block {
-		close(r.entered)
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]broker.Verdict, len(msgs))
-	for i, m := range msgs {
-		r.seen[m.ID]++
-		r.bodies[m.ID] = string(m.Body)
-		if strings.HasPrefix(string(m.Body), "bad") {
-			out[i] = broker.Verdict{Rejected: true, Reason: "malformed: " + m.Headers["why"]}
-		}
-	}
-	return out, nil
-}
-
-func (r *recorder) SetLag(n int64) {
-	r.mu.Lock()
-	r.lags = append(r.lags, n)
-	r.mu.Unlock()
-}
-
-// count returns how many distinct messages were processed and how many bodies match pred.
-func (r *recorder) count(pred func(body string) bool) (distinct, matching int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for id := range r.seen {
-		if pred == nil || pred(r.bodies[id]) {
-			matching++
-		}
-	}
-	return len(r.seen), matching
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval
-	}
-}
-
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // start runs src's consumer until the returned stop is called; stop returns Run's result.
@@ -221,17 +157,7 @@ func start(t *testing.T, src *model.Source, h broker.Handler, batch int) (stop f
 	if batch > 0 {
 		c.(*consumer).maxBatch = batch
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, h) }()
-	var once sync.Once
-	var res error
-	stop = func() error {
-		once.Do(func() { cancel(); res = <-done })
-		return res
-	}
-	t.Cleanup(func() { stop() })
-	return stop
+	return brokertest.Run(t, c, h)
 }
 
 // TestConsume: every message of the filter is processed once under a stream/sequence id,
@@ -257,12 +183,12 @@ func TestConsume(t *testing.T) {
 	src := natsSource([]string{s.ClientURL()}, func(n *model.NATSSource) {
 		n.Subject, n.Durable, n.DeadLetterSubject = "orders.created", "d1", "dead.orders"
 	})
-	rec := newRecorder()
+	rec := brokertest.NewRecorder()
 	stop := start(t, src, rec, 20)
-	waitFor(t, "every message processed", func() bool { d, _ := rec.count(nil); return d == n })
+	brokertest.WaitFor(t, "every message processed", func() bool { d, _ := rec.Count(nil); return d == n })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	waitFor(t, "every message acked or terminated", func() bool {
+	brokertest.WaitFor(t, "every message acked or terminated", func() bool {
 		info, err := js.Consumer(ctx, "ORDERS", "d1")
 		if err != nil {
 			return false
@@ -273,21 +199,21 @@ func TestConsume(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	rec.mu.Lock()
-	for id, times := range rec.seen {
+	rec.Mu.Lock()
+	for id, times := range rec.Seen {
 		if times != 1 || !strings.HasPrefix(id, "ORDERS/") {
 			t.Errorf("%s processed %d times (want once, as ORDERS/<seq>)", id, times)
 		}
-		if rec.bodies[id] == "other" {
+		if rec.Bodies[id] == "other" {
 			t.Errorf("%s is outside the filter subject but was processed", id)
 		}
 	}
 	maxLag := int64(0)
-	for _, l := range rec.lags {
+	for _, l := range rec.Lags {
 		maxLag = max(maxLag, l)
 	}
-	last := rec.lags[len(rec.lags)-1]
-	rec.mu.Unlock()
+	last := rec.Lags[len(rec.Lags)-1]
+	rec.Mu.Unlock()
 	if maxLag == 0 || last != 0 {
 		t.Errorf("lags: max %d, last %d; want some above 0 while 200 messages go 20 at a time, and 0 at the end", maxLag, last)
 	}
@@ -310,11 +236,11 @@ func TestConsume(t *testing.T) {
 		t.Errorf("dead-letter stream: %v messages (err %v), want %d", info.State.Msgs, err, n/40)
 	}
 
-	rec2 := newRecorder()
+	rec2 := brokertest.NewRecorder()
 	start(t, src, rec2, 0)
 	publish(t, js, msg("orders.created", `"marker"`))
-	waitFor(t, "the marker", func() bool { _, m := rec2.count(func(b string) bool { return b == `"marker"` }); return m == 1 })
-	if d, _ := rec2.count(nil); d != 1 {
+	brokertest.WaitFor(t, "the marker", func() bool { _, m := rec2.Count(func(b string) bool { return b == `"marker"` }); return m == 1 })
+	if d, _ := rec2.Count(nil); d != 1 {
 		t.Errorf("the durable's next run processed %d messages, want only the marker", d)
 	}
 }
@@ -332,7 +258,7 @@ func TestDeadLetterPlainSubject(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(t, js, msg("orders.a", "bad one", "why", "plain"), msg("orders.a", `{"ok":true}`))
-	rec := newRecorder()
+	rec := brokertest.NewRecorder()
 	start(t, natsSource([]string{s.ClientURL()}, func(n *model.NATSSource) { n.DeadLetterSubject = "nowhere.dead" }), rec, 0)
 	got, err := sub.NextMsg(20 * time.Second)
 	if err != nil {
@@ -341,7 +267,7 @@ func TestDeadLetterPlainSubject(t *testing.T) {
 	if string(got.Data) != "bad one" || got.Header.Get(HeaderError) != "malformed: plain" || got.Header.Get(HeaderMessageID) != "ORDERS/1" {
 		t.Errorf("dead letter %q headers %v", got.Data, got.Header)
 	}
-	waitFor(t, "the message after the dead letter", func() bool { d, _ := rec.count(nil); return d == 2 })
+	brokertest.WaitFor(t, "the message after the dead letter", func() bool { d, _ := rec.Count(nil); return d == 2 })
 }
 
 // TestStopMidBatch: a batch whose Process did not return is not acked but handed back, and the
@@ -354,26 +280,26 @@ func TestStopMidBatch(t *testing.T) {
 		publish(t, js, msg("orders.a", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	src := natsSource([]string{s.ClientURL()}, func(n *model.NATSSource) { n.AckWait = 600 })
-	blocked := newRecorder()
-	blocked.block = true
+	blocked := brokertest.NewRecorder()
+	blocked.Block = true
 	stop := start(t, src, blocked, 10)
 	select {
-	case <-blocked.entered:
+	case <-blocked.Entered:
 	case <-time.After(20 * time.Second):
 		t.Fatal("Process was never called")
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("Run after its context ended = %v, want nil", err)
 	}
-	rec := newRecorder()
+	rec := brokertest.NewRecorder()
 	start(t, src, rec, 0)
-	waitFor(t, "every message after the restart", func() bool { d, _ := rec.count(nil); return d == n })
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
+	brokertest.WaitFor(t, "every message after the restart", func() bool { d, _ := rec.Count(nil); return d == n })
+	rec.Mu.Lock()
+	defer rec.Mu.Unlock()
 	for i := range n {
 		id := fmt.Sprintf("ORDERS/%d", i+1)
-		if rec.seen[id] != 1 || rec.bodies[id] != fmt.Sprintf(`{"i":%d}`, i) {
-			t.Errorf("%s: processed %d times with body %q", id, rec.seen[id], rec.bodies[id])
+		if rec.Seen[id] != 1 || rec.Bodies[id] != fmt.Sprintf(`{"i":%d}`, i) {
+			t.Errorf("%s: processed %d times with body %q", id, rec.Seen[id], rec.Bodies[id])
 		}
 	}
 }
@@ -412,14 +338,14 @@ func TestAuth(t *testing.T) {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
-				if err := c.Run(ctx, newRecorder()); err == nil || ctx.Err() != nil {
+				if err := c.Run(ctx, brokertest.NewRecorder()); err == nil || ctx.Err() != nil {
 					t.Fatalf("Run = %v (context: %v), want a connection error", err, ctx.Err())
 				}
 				return
 			}
-			rec := newRecorder()
+			rec := brokertest.NewRecorder()
 			start(t, src, rec, 0)
-			waitFor(t, "the message", func() bool { d, _ := rec.count(nil); return d == 1 })
+			brokertest.WaitFor(t, "the message", func() bool { d, _ := rec.Count(nil); return d == 1 })
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluice-gw/sluice/ingest/broker"
+	"github.com/sluice-gw/sluice/ingest/broker/brokertest"
 	"github.com/sluice-gw/sluice/ingest/broker/pubsub"
 	"github.com/sluice-gw/sluice/ingest/broker/pubsub/pubsubtest"
 	"github.com/sluice-gw/sluice/model"
@@ -120,28 +121,7 @@ func start(t *testing.T, src *model.Source, h broker.Handler) (stop func() error
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, h) }()
-	var once sync.Once
-	var runErr error
-	stop = func() error {
-		once.Do(func() { cancel(); runErr = <-done })
-		return runErr
-	}
-	t.Cleanup(func() { stop() })
-	return stop
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval
-	}
+	return brokertest.Run(t, c, h)
 }
 
 // TestConsume: every message reaches Process once, in batches, with its id and attributes; it is
@@ -182,8 +162,8 @@ func TestConsume(t *testing.T) {
 		return v, nil
 	}
 	stop := start(t, source(srv.Section("orders-sluice", "orders-dead"), 32), h)
-	waitFor(t, "every message processed", func() bool { return h.processed() == n })
-	waitFor(t, "every message acked", func() bool {
+	brokertest.WaitFor(t, "every message processed", func() bool { return h.processed() == n })
+	brokertest.WaitFor(t, "every message acked", func() bool {
 		for id := range ids {
 			if srv.Acks(id) == 0 {
 				return false
@@ -249,7 +229,7 @@ func TestNackWhenProcessGivesUp(t *testing.T) {
 		return nil, ctx.Err()
 	}
 	stop := start(t, source(srv.Section("events-sluice", ""), 64), first)
-	waitFor(t, "the first consumer to hold every message", func() bool { return first.processed() == n })
+	brokertest.WaitFor(t, "the first consumer to hold every message", func() bool { return first.processed() == n })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -261,8 +241,8 @@ func TestNackWhenProcessGivesUp(t *testing.T) {
 
 	second := newFakeHandler()
 	stop = start(t, source(srv.Section("events-sluice", ""), 64), second)
-	waitFor(t, "redelivery to the second consumer", func() bool { return second.processed() == n })
-	waitFor(t, "every message acked", func() bool {
+	brokertest.WaitFor(t, "redelivery to the second consumer", func() bool { return second.processed() == n })
+	brokertest.WaitFor(t, "every message acked", func() bool {
 		for id := range sent {
 			if srv.Acks(id) == 0 {
 				return false

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/sluice-gw/sluice/ingest/broker"
+	"github.com/sluice-gw/sluice/ingest/broker/brokertest"
 	"github.com/sluice-gw/sluice/ingest/broker/sqs/sqstest"
 	"github.com/sluice-gw/sluice/model"
 )
@@ -129,28 +130,7 @@ func open(t *testing.T, src *model.Source) *consumer {
 // start runs c until the test ends (or stop is called) and returns stop, which waits for Run and
 // returns its error.
 func start(t *testing.T, c *consumer, h broker.Handler) (stop func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, h) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-done })
-		return err
-	}
-	t.Cleanup(func() { stop() })
-	return stop
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval
-	}
+	return brokertest.Run(t, c, h)
 }
 
 // TestConsume: every message reaches Process once with its id and attributes, is deleted only
@@ -199,9 +179,9 @@ func TestConsume(t *testing.T) {
 		t.Fatalf("workers 10 gave %d receivers, want 1", c.receivers)
 	}
 	stop := start(t, c, h)
-	waitFor(t, "every message processed", func() bool { return h.processed() == n })
-	waitFor(t, "the queue emptied", func() bool { all, _ := srv.Counts(t, queue); return all == 0 })
-	waitFor(t, "a lag report of 0", func() bool { return h.lagSet.Load() && h.lag.Load() == 0 })
+	brokertest.WaitFor(t, "every message processed", func() bool { return h.processed() == n })
+	brokertest.WaitFor(t, "the queue emptied", func() bool { all, _ := srv.Counts(t, queue); return all == 0 })
+	brokertest.WaitFor(t, "a lag report of 0", func() bool { return h.lagSet.Load() && h.lag.Load() == 0 })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -262,7 +242,7 @@ func TestNoAckWithoutVerdict(t *testing.T) {
 	}
 	c := open(t, source(srv.Section(queue, "", 1), 10))
 	stop := start(t, c, first)
-	waitFor(t, "the first consumer to give up on every message", func() bool { return first.processed() == n })
+	brokertest.WaitFor(t, "the first consumer to give up on every message", func() bool { return first.processed() == n })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -272,8 +252,8 @@ func TestNoAckWithoutVerdict(t *testing.T) {
 
 	second := newFakeHandler()
 	stop = start(t, open(t, source(srv.Section(queue, "", 1), 10)), second)
-	waitFor(t, "redelivery to the second consumer", func() bool { return second.processed() == n })
-	waitFor(t, "the queue emptied", func() bool { all, _ := srv.Counts(t, queue); return all == 0 })
+	brokertest.WaitFor(t, "redelivery to the second consumer", func() bool { return second.processed() == n })
+	brokertest.WaitFor(t, "the queue emptied", func() bool { all, _ := srv.Counts(t, queue); return all == 0 })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -312,8 +292,8 @@ func TestSlowProcessKeepsMessagesHidden(t *testing.T) {
 	}
 	c := open(t, source(srv.Section(queue, "", 1), 40)) // four receivers compete
 	stop := start(t, c, h)
-	waitFor(t, "every message processed", func() bool { return h.processed() == n })
-	waitFor(t, "the queue emptied", func() bool { all, _ := srv.Counts(t, queue); return all == 0 })
+	brokertest.WaitFor(t, "every message processed", func() bool { return h.processed() == n })
+	brokertest.WaitFor(t, "the queue emptied", func() bool { all, _ := srv.Counts(t, queue); return all == 0 })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
