@@ -365,6 +365,9 @@ func (c *consumer) deadLetter(ctx context.Context, js jetstream.JetStream, nc *n
 	// Ask whether a stream captures the subject rather than try a JetStream publish first: with a
 	// plain subscriber on the subject (and no stream), that publish is delivered to the subscriber,
 	// which never answers, so it would wait out the publish timeout and fail.
+	// The plain path's flush refuses a context without a deadline, and no step here should hang.
+	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+	defer cancel()
 	_, err := js.StreamNameBySubject(ctx, c.cfg.DeadLetterSubject)
 	switch {
 	case err == nil:
@@ -379,6 +382,10 @@ func (c *consumer) deadLetter(ctx context.Context, js jetstream.JetStream, nc *n
 	}
 	return nil
 }
+
+// deadLetterTimeout bounds publishing one dead letter; a failure fails the batch, which the
+// broker redelivers.
+const deadLetterTimeout = 10 * time.Second
 
 // MessageID is a message's broker.Message ID: stream/stream sequence.
 func MessageID(md *jetstream.MsgMetadata) string {
