@@ -89,18 +89,22 @@ type proposer struct {
 	stopCh  chan struct{}
 	wg      sync.WaitGroup
 	stats   *Stats
+	// compress reports whether entries may be written compressed (Store.CompressedEntries); nil
+	// never compresses.
+	compress func() bool
 }
 
-func newProposer(cfg ProposerConfig, r *raft.Raft, stats *Stats) *proposer {
+func newProposer(cfg ProposerConfig, r *raft.Raft, stats *Stats, compress func() bool) *proposer {
 	cfg.setDefaults()
 	p := &proposer{
-		cfg:     cfg,
-		r:       r,
-		in:      make(chan *proposal, cfg.QueueLen),
-		slots:   make(chan struct{}, cfg.MaxInFlight),
-		pending: make(chan inflight, cfg.MaxInFlight),
-		stopCh:  make(chan struct{}),
-		stats:   stats,
+		cfg:      cfg,
+		r:        r,
+		in:       make(chan *proposal, cfg.QueueLen),
+		slots:    make(chan struct{}, cfg.MaxInFlight),
+		pending:  make(chan inflight, cfg.MaxInFlight),
+		stopCh:   make(chan struct{}),
+		stats:    stats,
+		compress: compress,
 	}
 	p.wg.Add(2)
 	go p.run()
@@ -294,7 +298,11 @@ func (p *proposer) send(batch []*proposal) {
 		cmds[i] = pr.cmd
 	}
 	p.stats.observeBatch(len(batch))
-	f := p.r.Apply(encodeEntry(cmds), p.cfg.ApplyTimeout)
+	entry := encodeEntry(cmds)
+	if p.compress != nil && p.compress() {
+		entry = compressEntry(entry)
+	}
+	f := p.r.Apply(entry, p.cfg.ApplyTimeout)
 	p.pending <- inflight{f: f, batch: batch, start: time.Now()}
 }
 

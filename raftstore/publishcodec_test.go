@@ -117,7 +117,7 @@ func TestPublishFormsApplyIdentically(t *testing.T) {
 		}
 		bin, js = append(bin, b), append(js, j)
 	}
-	apply := func(name string, cmds []Command) []byte {
+	apply := func(name string, cmds []Command, entry func([]byte) []byte) []byte {
 		st, err := openStateDB(filepath.Join(t.TempDir(), name))
 		if err != nil {
 			t.Fatal(err)
@@ -129,15 +129,21 @@ func TestPublishFormsApplyIdentically(t *testing.T) {
 		}
 		all := append(append([]Command{}, setup...), cmds...)
 		for i := range all {
-			out := fsm.ApplyBatch([]*raft.Log{{Index: uint64(i + 1), Type: raft.LogCommand, Data: encodeEntry([]*Command{&all[i]})}})
+			out := fsm.ApplyBatch([]*raft.Log{{Index: uint64(i + 1), Type: raft.LogCommand, Data: entry(encodeEntry([]*Command{&all[i]}))}})
 			if r := out[0].([]Result)[0]; r.Err != nil {
 				t.Fatalf("%s: command %d: %v", name, i, r.Err)
 			}
 		}
 		return dumpState(t, st)
 	}
-	if a, b := apply("binary", bin), apply("json", js); !bytes.Equal(a, b) {
+	raw := func(b []byte) []byte { return b }
+	a := apply("binary", bin, raw)
+	if b := apply("json", js, raw); !bytes.Equal(a, b) {
 		t.Fatalf("state differs: %d bytes from binary commands, %d from JSON", len(a), len(b))
+	}
+	// Each entry compressed whatever its size (compressEntry leaves small ones raw).
+	if c := apply("compressed", bin, forceCompressEntry); !bytes.Equal(a, c) {
+		t.Fatalf("state differs: %d bytes from raw entries, %d from compressed entries", len(a), len(c))
 	}
 }
 

@@ -173,7 +173,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		cfg.Logger.Info("bootstrapped single-node cluster", "node_id", cfg.NodeID, "raft_addr", cfg.AdvertiseAddr)
 	}
-	s.prop = newProposer(cfg.Proposer, s.raft, cfg.Stats)
+	s.prop = newProposer(cfg.Proposer, s.raft, cfg.Stats, s.CompressedEntries)
 	s.wg.Add(1)
 	go s.watchLeadership()
 	ok = true
