@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"encoding/binary"
+	"strconv"
 	"sync"
 
 	"github.com/sluice-gw/sluice/model"
@@ -32,14 +33,17 @@ type KeyTable struct {
 	// mu guards the fields below; lookups of known pairs take only the read lock.
 	mu    sync.RWMutex
 	lanes map[lanePair]uint32
-	pairs []lanePair // by lane number
-	odd   map[string]uint32
-	odds  []string // by odd number
+	// byPair holds the lanes of canonical pairs again, keyed by project id + endpoint id (the due
+	// index's value), which a []byte looks up without allocating (KeyOfPair).
+	byPair map[string]uint32
+	pairs  []lanePair // by lane number
+	odd    map[string]uint32
+	odds   []string // by odd number
 }
 
 // NewKeyTable returns an empty table.
 func NewKeyTable() *KeyTable {
-	return &KeyTable{lanes: make(map[lanePair]uint32), odd: make(map[string]uint32)}
+	return &KeyTable{lanes: make(map[lanePair]uint32), byPair: make(map[string]uint32), odd: make(map[string]uint32)}
 }
 
 // Key returns the DueKey of a delivery. It does not retain deliveryID.
@@ -50,6 +54,30 @@ func (t *KeyTable) Key(projectID, endpointID, deliveryID string) DueKey {
 		k.id = id
 	} else {
 		binary.BigEndian.PutUint32(k.id[:4], t.oddID(deliveryID))
+		k.lane |= oddFlag
+	}
+	return k
+}
+
+// KeyOfPair is Key for the due index's encoding (raftstore.Store.ForEachDueKey): pair is the project
+// id followed by the endpoint id, model.IDLen bytes each. For a pair and id already seen it allocates
+// nothing, which is what lets a restart rebuild a million pending deliveries without a million
+// times three strings of garbage. It does not retain pair or deliveryID.
+func (t *KeyTable) KeyOfPair(pair, deliveryID []byte) DueKey {
+	t.mu.RLock()
+	n, ok := t.byPair[string(pair)]
+	t.mu.RUnlock()
+	if !ok {
+		if len(pair) != 2*model.IDLen {
+			panic("BUG: dispatcher: KeyOfPair with a pair of " + strconv.Itoa(len(pair)) + " bytes")
+		}
+		n = t.lane(lanePair{string(pair[:model.IDLen]), string(pair[model.IDLen:])})
+	}
+	k := DueKey{lane: n}
+	if id, ok := idBytes(deliveryID); ok {
+		k.id = id
+	} else {
+		binary.BigEndian.PutUint32(k.id[:4], t.oddID(string(deliveryID)))
 		k.lane |= oddFlag
 	}
 	return k
@@ -107,6 +135,9 @@ func (t *KeyTable) lane(p lanePair) uint32 {
 	n = uint32(len(t.pairs))
 	t.pairs = append(t.pairs, p)
 	t.lanes[p] = n
+	if len(p.project) == model.IDLen && len(p.endpoint) == model.IDLen {
+		t.byPair[p.project+p.endpoint] = n
+	}
 	return n
 }
 
@@ -137,7 +168,7 @@ var crockfordValue = func() (t [256]byte) {
 
 // idBytes decodes a canonical model id (model.IDLen upper-case Crockford base32 chars over 128 bits)
 // into its 16 bytes; false for anything else, so idString(idBytes(s)) == s whenever it is true.
-func idBytes(s string) (b [16]byte, ok bool) {
+func idBytes[T string | []byte](s T) (b [16]byte, ok bool) {
 	if len(s) != model.IDLen || crockfordValue[s[0]] > 7 {
 		return b, false
 	}

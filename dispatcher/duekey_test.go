@@ -50,6 +50,45 @@ func TestKeyTableRoundTrip(t *testing.T) {
 	}
 }
 
+// KeyOfPair, the rebuild's path from the due index's bytes, must give the key Key gives for the same
+// delivery whichever of the two sees the pair first, and allocate nothing once the pair is known.
+func TestKeyOfPairMatchesKey(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	p1, e1, e2 := model.NewID(now), model.NewID(now), model.NewID(now)
+	tab := NewKeyTable()
+	for _, c := range []struct {
+		name                        string
+		project, endpoint, delivery string
+		keyFirst                    bool
+	}{
+		{"pair first seen by KeyOfPair", p1, e1, model.NewID(now), false},
+		{"pair first seen by Key", p1, e2, model.NewID(now), true},
+		{"known pair, other delivery", p1, e1, model.NewID(now), false},
+		{"non-canonical delivery id", p1, e1, "01kb0000000000000000000000", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var k DueKey
+			if c.keyFirst {
+				k = tab.Key(c.project, c.endpoint, c.delivery)
+			}
+			got := tab.KeyOfPair([]byte(c.project+c.endpoint), []byte(c.delivery))
+			if !c.keyFirst {
+				k = tab.Key(c.project, c.endpoint, c.delivery)
+			}
+			if got != k {
+				t.Fatalf("KeyOfPair = %+v, Key = %+v", got, k)
+			}
+		})
+	}
+	pair, id := []byte(p1+e1), []byte(model.NewID(now))
+	if n := testing.AllocsPerRun(100, func() { tab.KeyOfPair(pair, id) }); n != 0 {
+		t.Fatalf("KeyOfPair of a known pair allocates %.0f times", n)
+	}
+	if n := tab.Lanes(); n != 2 {
+		t.Fatalf("%d lanes, want 2", n)
+	}
+}
+
 // The wheel's memory per pending delivery depends on the key staying small and pointer-free.
 func TestDueKeySize(t *testing.T) {
 	if got := unsafe.Sizeof(DueKey{}); got != 20 {

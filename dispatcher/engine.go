@@ -220,11 +220,28 @@ func (e *Engine) clearWheel() {
 
 func (e *Engine) rebuild() {
 	n := 0
-	err := e.st.ForEachDue(func(d raftstore.Due) bool {
-		if e.owns(d.ProjectID, d.EndpointID) {
-			e.wheel.Schedule(e.keyOf(d), d.At)
-			n++
+	// owned caches owns() per lane: the due index holds many deliveries per endpoint, and asking
+	// needs the ids as strings.
+	var owned []int8 // by lane number: 0 not asked yet, 1 owned, -1 not
+	err := e.st.ForEachDueKey(func(at time.Time, pair, deliveryID []byte) bool {
+		k := e.keys.KeyOfPair(pair, deliveryID)
+		if e.cfg.Owns != nil {
+			lane := int(k.lane &^ oddFlag)
+			for len(owned) <= lane {
+				owned = append(owned, 0)
+			}
+			if owned[lane] == 0 {
+				owned[lane] = -1
+				if e.owns(string(pair[:model.IDLen]), string(pair[model.IDLen:])) {
+					owned[lane] = 1
+				}
+			}
+			if owned[lane] < 0 {
+				return true
+			}
 		}
+		e.wheel.Schedule(k, at)
+		n++
 		return true
 	})
 	if err != nil {

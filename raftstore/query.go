@@ -421,6 +421,20 @@ func (s *Store) Attempt(pid, did, aid string) (*model.Attempt, error) {
 // ForEachDue calls fn with every pending delivery in due-time order until fn returns false. It is how
 // the scheduler is rebuilt when this node takes over dispatch.
 func (s *Store) ForEachDue(fn func(Due) bool) error {
+	return s.ForEachDueKey(func(at time.Time, pair, deliveryID []byte) bool {
+		return fn(Due{
+			ProjectID:  string(pair[:model.IDLen]),
+			EndpointID: string(pair[model.IDLen:]),
+			DeliveryID: string(deliveryID),
+			At:         at,
+		})
+	})
+}
+
+// ForEachDueKey is ForEachDue without allocating: pair is the project id followed by the endpoint id
+// (2 × model.IDLen bytes), and pair and deliveryID are valid only during the call. A restart rebuilds
+// the timing wheel from a million of these, and three strings each would be ~100 MB of garbage.
+func (s *Store) ForEachDueKey(fn func(at time.Time, pair, deliveryID []byte) bool) error {
 	return s.st.view(func(db *pebble.DB) error {
 		it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagDue}, UpperBound: []byte{tagDue + 1}})
 		if err != nil {
@@ -432,13 +446,7 @@ func (s *Store) ForEachDue(fn func(Due) bool) error {
 			if len(k) != 9+model.IDLen || len(v) != 2*model.IDLen {
 				return fmt.Errorf("raftstore: malformed due index entry %x", k)
 			}
-			d := Due{
-				ProjectID:  string(v[:model.IDLen]),
-				EndpointID: string(v[model.IDLen:]),
-				DeliveryID: string(k[9:]),
-				At:         time.UnixMilli(int64(binary.BigEndian.Uint64(k[1:9]))),
-			}
-			if !fn(d) {
+			if !fn(time.UnixMilli(int64(binary.BigEndian.Uint64(k[1:9]))), v, k[9:]) {
 				return nil
 			}
 		}

@@ -260,8 +260,8 @@ func runSchedulerScale(r *runner, sc *scenarioRun) error {
 			n, r.plan.SchedTarget, r.plan.SchedSeed, scale)
 	}
 	sc.note("the last row is the wheel alone in a child process: the same scheduler.Wheel[dispatcher.DueKey] the engine rebuilds, one " +
-		"Schedule per pending delivery with the project, endpoint and delivery id strings allocated per entry as ForEachDue decodes " +
-		"them and turned into a 20-byte key by a dispatcher.KeyTable")
+		"Schedule per pending delivery, its 20-byte key made by a dispatcher.KeyTable from the due index's bytes as ForEachDueKey " +
+		"hands them out (no allocation per entry)")
 	sc.note("deliveries pending retry are first built for at most %v by TCP broadcasts to %d endpoints whose sink fails %.0f%% of first attempts with 500 "+
 		"(evenly per endpoint, two in three: with the 256 workers spread over the endpoints, a lane has a few attempts in flight, so "+
 		"its circuit breaker never sees 10 failures in a row) under the "+
