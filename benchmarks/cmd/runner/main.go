@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,6 +36,13 @@ type options struct {
 	failRandom bool
 	profile    bool
 	scale      bool
+	// e2eHTTP stands in for e2e-tcp's HTTP rate when e2e-tcp does not run, so that e2e-fixed-rate
+	// can measure its half-rate case alone (about a minute) while a fix is iterated on.
+	e2eHTTP float64
+	// e2eRates, when set, replaces the plan's fixed rates (and drops the stretch rate); empty
+	// after "-e2e-rates none".
+	e2eRates    []float64
+	e2eRatesSet bool
 }
 
 func main() {
@@ -48,6 +56,7 @@ func main() {
 	}
 	var o options
 	var list bool
+	var e2eRates string
 	var sc, render string
 	flag.StringVar(&o.bin, "bin", "bin/sluice", "sluice binary to benchmark (build it with `make build`)")
 	flag.StringVar(&sc, "scenarios", "", "comma-separated scenarios to run (default: all; see -list)")
@@ -60,6 +69,8 @@ func main() {
 	flag.BoolVar(&o.profile, "profile", false, "serve pprof on every node and take a CPU profile of the server during each scenario's main case (files under <out>/profiles/)")
 	flag.BoolVar(&o.scale, "scale", false, "long mode of the scale scenarios: backlog-growth also at 10M stored (tens of minutes, ~10 GB of disk); use with -scenarios backlog-growth")
 	flag.BoolVar(&list, "list", false, "list the scenarios and exit")
+	flag.Float64Var(&o.e2eHTTP, "e2e-http-rate", 0, "e2e-fixed-rate: e2e-tcp's HTTP rate to halve for the issue's latency case when e2e-tcp does not run in this invocation (e.g. 3280 for a 1,640/s case)")
+	flag.StringVar(&e2eRates, "e2e-rates", "", "e2e-fixed-rate: comma-separated rates replacing the plan's fixed and stretch rates (\"none\": only the half-rate case)")
 	flag.StringVar(&render, "render", "", "rewrite the docs table from this results JSON instead of running anything")
 	flag.Parse()
 	if render != "" {
@@ -90,6 +101,21 @@ func main() {
 			}
 			o.scenarios = append(o.scenarios, n)
 		}
+	}
+	if e2eRates != "" {
+		o.e2eRatesSet = true
+		if e2eRates != "none" {
+			for _, f := range strings.Split(e2eRates, ",") {
+				x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+				if err != nil || x <= 0 {
+					log.Fatalf("-e2e-rates: %q is not a positive rate", f)
+				}
+				o.e2eRates = append(o.e2eRates, x)
+			}
+		}
+	}
+	if o.e2eHTTP < 0 {
+		log.Fatalf("-e2e-http-rate: %v is negative", o.e2eHTTP)
 	}
 	switch o.updateDocs {
 	case "auto", "yes", "no":
@@ -169,6 +195,9 @@ func run(ctx context.Context, o options) error {
 	r := &runner{ctx: ctx, opts: o, plan: standardPlan(), upstream: map[int]*loadgen.Result{}}
 	if o.quick {
 		r.plan = quickPlan()
+	}
+	if o.e2eRatesSet {
+		r.plan.E2ERates, r.plan.E2EStretch = o.e2eRates, nil
 	}
 	if o.scale {
 		r.plan.BacklogTargets = append(r.plan.BacklogTargets, 10_000_000)

@@ -694,6 +694,10 @@ func runE2E(r *runner, sc *scenarioRun) error {
 	for _, x := range r.plan.E2ERates {
 		rates = append(rates, rateCase{rate: x})
 	}
+	if r.e2eHTTP == 0 && r.opts.e2eHTTP > 0 {
+		r.e2eHTTP = r.opts.e2eHTTP
+		sc.note("the half-rate case halves %s/s given with -e2e-http-rate, not a rate e2e-tcp measured in this run", num(r.e2eHTTP))
+	}
 	if r.e2eHTTP > 0 {
 		rates = append(rates, rateCase{rate: math.Round(r.e2eHTTP/2/10) * 10, half: true})
 		sort.SliceStable(rates, func(i, j int) bool { return rates[i].rate < rates[j].rate })
