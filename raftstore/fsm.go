@@ -83,6 +83,9 @@ type NewEvent struct {
 	ProjectID, EventID string
 	Headers            map[string]string
 	Data               []byte
+	// Deliveries is how many deliveries the publish created (on every node, owned or not): a cache
+	// can tell when the last of them has read the event.
+	Deliveries int
 }
 
 // MetaRef names a meta event to send.
@@ -746,7 +749,7 @@ func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 		if len(p.Targets) > 0 {
 			// data aliases the whole Raft entry (up to 4 MiB); a cached copy must not pin it.
 			a.eff.Events = append(a.eff.Events, NewEvent{ProjectID: pid, EventID: ev.UID, Headers: ev.Headers,
-				Data: append([]byte(nil), data...)})
+				Data: append([]byte(nil), data...), Deliveries: len(p.Targets)})
 		}
 	}
 	for _, t := range p.Targets {
