@@ -169,7 +169,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	ap.idem = f.idem.Load()
 	var last uint64
 	err := f.st.view(func(db *pebble.DB) error {
-		ap.b = db.NewIndexedBatch()
+		ap.b = db.NewIndexedBatchWithSize(batchSizeFor(logs))
 		defer ap.b.Close()
 		for i, l := range logs {
 			if l.Index <= applied {
@@ -218,6 +218,19 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		f.observe(ap.eff)
 	}
 	return out
+}
+
+// batchSizeFor estimates the bytes a state batch applying logs will hold, so that it is allocated
+// once. Pebble's pool keeps batches of up to 1 MiB; a results entry of 1,024 attempts writes more
+// (each attempt record as proposed, plus its delivery record and index keys, about twice the
+// entry), and growing by doubling from there copied the batch several times per apply (1.6% of the
+// egress benchmark's CPU). An estimate too small only falls back to growing.
+func batchSizeFor(logs []*raft.Log) int {
+	n := 0
+	for _, l := range logs {
+		n += len(l.Data)
+	}
+	return 2*n + 1024
 }
 
 // waitApplied blocks until the state has applied index or ctx ends.
