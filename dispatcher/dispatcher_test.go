@@ -720,3 +720,45 @@ func TestLaneQueueFIFO(t *testing.T) {
 		t.Fatalf("queued %d, want %d", l.queuedLocked(), next-want)
 	}
 }
+
+// The fixed request headers share one backing array: a later owner of the attempt's header map
+// (Results.Record's callee) appending to one value must not change another.
+func TestRequestHeaderValuesIndependent(t *testing.T) {
+	d, err := New(Config{UserAgent: "Sluice/test"}, loaderFunc(nil), newPool(t), newCollector())
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := &Job{Ref: Ref{ProjectID: "prj", EndpointID: "ep", DeliveryID: "dlv"}, EventID: "evt", EventType: "t", Attempt: 2}
+	keys := []string{"Content-Type", "User-Agent", HeaderDeliveryID, HeaderEventID, HeaderEventType, HeaderAttempt}
+	want := []string{"application/json", "Sluice/test", "dlv", "evt", "t", "2"}
+	for i, k := range keys {
+		t.Run(k, func(t *testing.T) {
+			h := d.requestHeader(job)
+			h[k] = append(h[k], "appended")
+			for j, other := range keys {
+				if j == i {
+					continue
+				}
+				if got := h[other]; len(got) != 1 || got[0] != want[j] {
+					t.Fatalf("after appending to %s, %s = %q, want [%q]", k, other, got, want[j])
+				}
+			}
+			if got := h[k]; len(got) != 2 || got[0] != want[i] {
+				t.Fatalf("%s = %q", k, got)
+			}
+		})
+	}
+}
+
+func BenchmarkRequestHeader(b *testing.B) {
+	d, err := New(Config{}, loaderFunc(nil), newPool(b), newCollector())
+	if err != nil {
+		b.Fatal(err)
+	}
+	job := &Job{Ref: Ref{ProjectID: "prj", EndpointID: "ep", DeliveryID: "dlv"}, EventID: "evt", EventType: "t", Attempt: 2,
+		Endpoint: Endpoint{Headers: http.Header{"X-Endpoint": {"e"}}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		d.requestHeader(job)
+	}
+}
