@@ -224,14 +224,19 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // once. Pebble's pool keeps batches of up to 1 MiB; a results entry of 1,024 attempts writes more
 // (each attempt record as proposed, plus its delivery record and index keys, about twice the
 // entry), and growing by doubling from there copied the batch several times per apply (1.6% of the
-// egress benchmark's CPU). An estimate too small only falls back to growing.
+// egress benchmark's CPU). An estimate too small only falls back to growing. It is capped: entries
+// that write little (duplicate publishes, refused commands) must not reserve twice a run of 4 MiB
+// entries, and past the cap the copies of doubling are small beside the apply itself.
 func batchSizeFor(logs []*raft.Log) int {
 	n := 0
 	for _, l := range logs {
 		n += len(l.Data)
 	}
-	return 2*n + 1024
+	return min(2*n+1024, maxBatchReserve)
 }
+
+// maxBatchReserve caps batchSizeFor: room for a results entry of 1,024 attempts of ~1.5 KiB.
+const maxBatchReserve = 4 << 20
 
 // waitApplied blocks until the state has applied index or ctx ends.
 func (f *FSM) waitApplied(ctx context.Context, index uint64) error {
