@@ -169,6 +169,11 @@ type Dispatcher struct {
 	sem      chan struct{}  // global worker budget: a send holds one slot while its request is out
 	wg       sync.WaitGroup // lane and attempt goroutines
 	counters counters
+	// idle hands an attempt to a parked attempt goroutine (unbuffered: a send succeeds only when one
+	// is waiting); see startAttempt.
+	idle chan attemptTask
+	// attemptGoroutines counts attempt goroutines started (tests).
+	attemptGoroutines atomic.Int64
 
 	mu        sync.Mutex // guards state, runCtx, lanes and lastSweep; taken before any lane.mu
 	state     runState
@@ -209,7 +214,50 @@ func New(cfg Config, l Loader, s Sender, r Results) (*Dispatcher, error) {
 		laneCap: cfg.laneInFlightCap(),
 		sem:     make(chan struct{}, cfg.Workers),
 		lanes:   make(map[string]*lane),
+		idle:    make(chan attemptTask),
 	}, nil
+}
+
+// attemptTask is one attempt handed from a lane goroutine to an attempt goroutine.
+type attemptTask struct {
+	l     *lane
+	ctx   context.Context
+	job   *Job
+	probe bool
+}
+
+// startAttempt runs an attempt on a parked attempt goroutine, or on a new one when none is parked.
+// Attempt goroutines park after each attempt instead of exiting: a fresh goroutine grows its stack
+// through net/http's deep call chain on every attempt (copying it each time), which cost more CPU
+// than the attempt's own request building. At most as many goroutines park as attempts were ever
+// in flight at once (about Config.Workers); they exit when Run's context ends. Called from a lane
+// goroutine, which is counted in wg, so wg is not zero here.
+func (d *Dispatcher) startAttempt(t attemptTask) {
+	d.wg.Add(1) // the attempt; attempt calls Done
+	select {
+	case d.idle <- t:
+		return
+	default:
+	}
+	d.wg.Add(1) // the goroutine
+	d.attemptGoroutines.Add(1)
+	go d.attemptLoop(t)
+}
+
+// attemptLoop runs t, then waits for the next attempt until Run's context (the same for every
+// attempt) ends.
+func (d *Dispatcher) attemptLoop(t attemptTask) {
+	defer d.wg.Done()
+	done := t.ctx.Done()
+	for {
+		t.l.attempt(t.ctx, t.job, t.probe)
+		t = attemptTask{}
+		select {
+		case t = <-d.idle:
+		case <-done:
+			return
+		}
+	}
 }
 
 // Submit queues deliveries that are due now, each at the back of its endpoint's lane (created on first

@@ -539,12 +539,51 @@ func TestShutdown(t *testing.T) {
 	eventually(t, "lane and attempt goroutines gone", func() bool {
 		buf := make([]byte, 1<<20)
 		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, "dispatcher.(*lane).run(") || strings.Contains(g, "dispatcher.(*lane).attempt(") {
+			if strings.Contains(g, "dispatcher.(*lane).run(") || strings.Contains(g, "dispatcher.(*lane).attempt(") ||
+				strings.Contains(g, "dispatcher.(*Dispatcher).attemptLoop(") {
 				return false
 			}
 		}
 		return true
 	})
+}
+
+// Attempt goroutines are reused from one attempt to the next (of any lane) rather than started per
+// attempt, and all of them exit when Run's context ends.
+func TestAttemptGoroutinesReused(t *testing.T) {
+	for _, tt := range []struct {
+		name            string
+		workers, lanes  int
+		perLane, maxNew int64
+	}{
+		{"one lane, one worker", 1, 1, 100, 10},
+		{"four lanes, two workers", 2, 4, 50, 20},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSink(t, status(http.StatusNoContent))
+			h := newHarness(t, Config{Workers: tt.workers, Clock: clock.Real{}}, `{}`)
+			for i := 0; i < tt.lanes; i++ {
+				id := fmt.Sprintf("ep%d", i)
+				h.jobs.setEndpoint(Endpoint{ID: id, URL: s.URL})
+				h.d.Submit(refs(id, int(tt.perLane))...)
+			}
+			total := int(tt.perLane) * tt.lanes
+			for _, r := range h.res.wait(t, total) {
+				if r.Status != StatusSuccess {
+					t.Fatalf("result %s: %s %v", r.DeliveryID, r.Status, r.Err)
+				}
+			}
+			if n := h.d.attemptGoroutines.Load(); n < 1 || n > tt.maxNew {
+				t.Fatalf("%d attempt goroutines started for %d attempts with %d workers, want 1..%d",
+					n, total, tt.workers, tt.maxNew)
+			}
+			h.stop()
+			eventually(t, "attempt goroutines gone", func() bool {
+				buf := make([]byte, 1<<20)
+				return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "dispatcher.(*Dispatcher).attemptLoop(")
+			})
+		})
+	}
 }
 
 // TestIdleLaneForgotten: a lane with nothing to do is forgotten after LaneIdleTimeout, unless its
@@ -679,5 +718,47 @@ func TestLaneQueueFIFO(t *testing.T) {
 	}
 	if l.queuedLocked() != next-want {
 		t.Fatalf("queued %d, want %d", l.queuedLocked(), next-want)
+	}
+}
+
+// The fixed request headers share one backing array: a later owner of the attempt's header map
+// (Results.Record's callee) appending to one value must not change another.
+func TestRequestHeaderValuesIndependent(t *testing.T) {
+	d, err := New(Config{UserAgent: "Sluice/test"}, loaderFunc(nil), newPool(t), newCollector())
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := &Job{Ref: Ref{ProjectID: "prj", EndpointID: "ep", DeliveryID: "dlv"}, EventID: "evt", EventType: "t", Attempt: 2}
+	keys := []string{"Content-Type", "User-Agent", HeaderDeliveryID, HeaderEventID, HeaderEventType, HeaderAttempt}
+	want := []string{"application/json", "Sluice/test", "dlv", "evt", "t", "2"}
+	for i, k := range keys {
+		t.Run(k, func(t *testing.T) {
+			h := d.requestHeader(job)
+			h[k] = append(h[k], "appended")
+			for j, other := range keys {
+				if j == i {
+					continue
+				}
+				if got := h[other]; len(got) != 1 || got[0] != want[j] {
+					t.Fatalf("after appending to %s, %s = %q, want [%q]", k, other, got, want[j])
+				}
+			}
+			if got := h[k]; len(got) != 2 || got[0] != want[i] {
+				t.Fatalf("%s = %q", k, got)
+			}
+		})
+	}
+}
+
+func BenchmarkRequestHeader(b *testing.B) {
+	d, err := New(Config{}, loaderFunc(nil), newPool(b), newCollector())
+	if err != nil {
+		b.Fatal(err)
+	}
+	job := &Job{Ref: Ref{ProjectID: "prj", EndpointID: "ep", DeliveryID: "dlv"}, EventID: "evt", EventType: "t", Attempt: 2,
+		Endpoint: Endpoint{Headers: http.Header{"X-Endpoint": {"e"}}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		d.requestHeader(job)
 	}
 }

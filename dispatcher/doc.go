@@ -97,7 +97,8 @@
 //     queue, calls Loader.Load, waits on the bucket and breaker (Clock timers) and takes worker slots.
 //   - One attempt goroutine per request in flight. It owns its worker slot until the Sender returns, then
 //     calls Results.Record and updates the lane (in-flight count, breaker, dedupe set), waking the lane
-//     goroutine only if it was waiting for exactly that (waitReason).
+//     goroutine only if it was waiting for exactly that (waitReason). It then parks for the next attempt
+//     (of any lane) rather than exiting, so its grown stack is reused; parked ones exit when ctx is done.
 //   - Dispatcher.mu guards the lane map and the run state; lane.mu guards everything in a lane (queue, dedupe
 //     set, in-flight count, breaker, bucket). Lock order: Dispatcher.mu, then lane.mu. No lock is held
 //     across Load, Sign, Do or Record, so Submit never waits on an endpoint. The breaker and bucket are pure

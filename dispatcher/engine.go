@@ -69,6 +69,8 @@ type Engine struct {
 	active  atomic.Bool
 	leader  atomic.Bool // meta events are sent by the leader only
 	results chan raftstore.AttemptResult
+	// storeEventLoads counts events a job had to read from the store rather than the cache (tests).
+	storeEventLoads atomic.Int64
 	// reassign asks Run's goroutine to re-partition the wheel after ownership changed (1-slot).
 	reassign chan struct{}
 	// retryRefs carries deliveries whose load or result commit failed back to the wheel.
@@ -287,7 +289,11 @@ func (e *Engine) Observe(eff raftstore.Effects) {
 	// Before the deliveries are scheduled, so their loads find the events.
 	for i := range eff.Events {
 		ev := &eff.Events[i]
-		e.events.add(&cachedEvent{key: eventKey{ev.ProjectID, ev.EventID}, compressed: ev.Data, rawHeaders: ev.Headers})
+		left := ev.Deliveries
+		if left <= 0 {
+			left = -1 // a publish from before the count was carried: unknown
+		}
+		e.events.add(&cachedEvent{key: eventKey{ev.ProjectID, ev.EventID}, compressed: ev.Data, rawHeaders: ev.Headers, left: left})
 	}
 	for _, d := range eff.Due {
 		if e.owns(d.ProjectID, d.EndpointID) {
@@ -354,7 +360,7 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 // loaded it recently.
 func (e *Engine) event(pid, evid string) (*cachedEvent, error) {
 	k := eventKey{pid, evid}
-	if ev := e.events.get(k); ev != nil {
+	if ev, last := e.events.take(k); ev != nil {
 		if ev.expanded() {
 			return ev, nil
 		}
@@ -362,15 +368,20 @@ func (e *Engine) event(pid, evid string) (*cachedEvent, error) {
 		if err != nil {
 			return nil, fmt.Errorf("event %s: %w", evid, err)
 		}
-		x := &cachedEvent{key: k, body: body, headers: toHeader(ev.rawHeaders)}
-		e.events.add(x)
+		x := &cachedEvent{key: k, body: body, headers: toHeader(ev.rawHeaders), left: -1}
+		if !last {
+			// Other deliveries will load it: keep it expanded for them. The last one does not
+			// need the copy cached; the compressed form stays for a retry.
+			e.events.add(x)
+		}
 		return x, nil
 	}
+	e.storeEventLoads.Add(1)
 	ev, err := e.st.EventForDelivery(pid, evid)
 	if err != nil {
 		return nil, err
 	}
-	c := &cachedEvent{key: k, body: ev.Data, headers: toHeader(ev.Headers)}
+	c := &cachedEvent{key: k, body: ev.Data, headers: toHeader(ev.Headers), left: -1}
 	e.events.add(c)
 	return c, nil
 }

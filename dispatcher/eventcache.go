@@ -12,6 +12,11 @@ import (
 // deliveries, not data), and a delivery whose event was deleted with its project is refused on its
 // own record before the event is looked up, so entries need no invalidation.
 //
+// An event handed over at publish knows how many deliveries it has. Once they have all loaded it
+// (take), it goes to the back of the list, first to be evicted: otherwise a backlog larger than the
+// bound, drained oldest first, would keep the delivered events and evict exactly the undelivered ones
+// next in line, sending every later load to the store.
+//
 // Safe for concurrent use: lanes load jobs concurrently.
 type eventCache struct {
 	max int64
@@ -35,6 +40,9 @@ type cachedEvent struct {
 	compressed []byte
 	rawHeaders map[string]string
 	size       int64
+	// left is how many of the event's deliveries have not taken it yet; negative when unknown (an
+	// event read back from the store). Guarded by eventCache.mu.
+	left int
 }
 
 func (ev *cachedEvent) expanded() bool { return ev.compressed == nil }
@@ -62,8 +70,34 @@ func (c *eventCache) get(k eventKey) *cachedEvent {
 	return el.Value.(*cachedEvent)
 }
 
+// take is get for one delivery's load: it counts the load against the event's deliveries and
+// reports whether it was the last one known, in which case the event moves to the back of the list
+// instead of the front (a later retry may still find it while there is room).
+func (c *eventCache) take(k eventKey) (ev *cachedEvent, last bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el := c.items[k]
+	if el == nil {
+		return nil, false
+	}
+	ev = el.Value.(*cachedEvent)
+	if ev.left > 0 {
+		ev.left--
+		if ev.left == 0 {
+			c.order.MoveToBack(el)
+			return ev, true
+		}
+	}
+	c.order.MoveToFront(el)
+	return ev, false
+}
+
 // add caches ev, evicting the least recently used events beyond the bound. An event larger than the
-// whole bound is not cached.
+// whole bound is not cached. An expanded form replacing a compressed one keeps its count of
+// deliveries left.
 func (c *eventCache) add(ev *cachedEvent) {
 	if c == nil {
 		return
@@ -85,11 +119,17 @@ func (c *eventCache) add(ev *cachedEvent) {
 	defer c.mu.Unlock()
 	if el := c.items[ev.key]; el != nil {
 		// The expanded form replaces the compressed one.
-		if old := el.Value.(*cachedEvent); !old.expanded() && ev.expanded() {
+		old := el.Value.(*cachedEvent)
+		if !old.expanded() && ev.expanded() {
+			ev.left = old.left
 			el.Value = ev
 			c.size += ev.size - old.size
 		}
-		c.order.MoveToFront(el)
+		if old.left == 0 {
+			c.order.MoveToBack(el)
+		} else {
+			c.order.MoveToFront(el)
+		}
 		c.evictLocked()
 		return
 	}

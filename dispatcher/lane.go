@@ -14,7 +14,7 @@ import (
 //
 // A lane goroutine (run) exists only while the queue is non-empty: Submit starts it, it exits when the
 // queue empties. It is the only code that pops the queue, loads jobs and starts attempts. Each attempt runs
-// in its own goroutine (attempt), which reports back under mu and wakes the lane goroutine.
+// on an attempt goroutine (attempt, startAttempt), which reports back under mu and wakes the lane goroutine.
 type lane struct {
 	d    *Dispatcher
 	id   string
@@ -188,8 +188,7 @@ func (l *lane) run(ctx context.Context) {
 		l.popLocked()
 		l.inflight++
 		l.mu.Unlock()
-		d.wg.Add(1) // safe: this goroutine is itself counted, so the counter is not zero
-		go l.attempt(ctx, job, probe)
+		d.startAttempt(attemptTask{l: l, ctx: ctx, job: job, probe: probe})
 		job, token = nil, false
 	}
 }
@@ -276,7 +275,8 @@ func (l *lane) stopTimer() {
 	}
 }
 
-// attempt is one request's goroutine. It owns a global worker slot until the Sender returns.
+// attempt makes one request, on an attempt goroutine (startAttempt). It owns a global worker slot until
+// the Sender returns.
 func (l *lane) attempt(ctx context.Context, job *Job, probe bool) {
 	d := l.d
 	defer d.wg.Done()

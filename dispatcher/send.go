@@ -162,14 +162,18 @@ func (d *Dispatcher) decide(res *Result, job *Job, respHeader http.Header, now t
 // headers, then the event's (each replaces same-named earlier values), then the reserved ones.
 func (d *Dispatcher) requestHeader(job *Job) http.Header {
 	h := make(http.Header, 8+len(job.Endpoint.Headers)+len(job.Headers))
-	h["Content-Type"] = []string{"application/json"}
-	h["User-Agent"] = []string{d.cfg.UserAgent}
+	// One backing array for the six fixed values instead of six slices; each value gets capacity 1,
+	// so an append by a later owner of the map copies instead of overwriting its neighbour.
+	v := [...]string{"application/json", d.cfg.UserAgent, job.DeliveryID, job.EventID, job.EventType, strconv.Itoa(job.Attempt)}
+	vs := v[:]
+	h["Content-Type"] = vs[0:1:1]
+	h["User-Agent"] = vs[1:2:2]
 	copyCustom(h, job.Endpoint.Headers)
 	copyCustom(h, job.Headers)
-	h[HeaderDeliveryID] = []string{job.DeliveryID}
-	h[HeaderEventID] = []string{job.EventID}
-	h[HeaderEventType] = []string{job.EventType}
-	h[HeaderAttempt] = []string{strconv.Itoa(job.Attempt)}
+	h[HeaderDeliveryID] = vs[2:3:3]
+	h[HeaderEventID] = vs[3:4:4]
+	h[HeaderEventType] = vs[4:5:5]
+	h[HeaderAttempt] = vs[5:6:6]
 	return h
 }
 

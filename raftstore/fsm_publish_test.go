@@ -105,3 +105,33 @@ func TestPublishChecksSeeEarlierCommandsOfTheBatch(t *testing.T) {
 		}
 	}
 }
+
+// A state batch is reserved at twice its entries' bytes (what a results entry writes), but never
+// more than maxBatchReserve however large the entries: a run of big entries that write little
+// must not reserve hundreds of MiB.
+func TestBatchSizeFor(t *testing.T) {
+	entries := func(sizes ...int) []*raft.Log {
+		logs := make([]*raft.Log, len(sizes))
+		for i, n := range sizes {
+			logs[i] = &raft.Log{Data: make([]byte, n)}
+		}
+		return logs
+	}
+	for _, tt := range []struct {
+		name string
+		logs []*raft.Log
+		want int
+	}{
+		{"none", nil, 1024},
+		{"one small entry", entries(100), 1224},
+		{"a results entry", entries(1 << 20), 2<<20 + 1024},
+		{"several entries add up", entries(1000, 2000, 3000), 13024},
+		{"capped", entries(4<<20, 4<<20, 4<<20), maxBatchReserve},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := batchSizeFor(tt.logs); got != tt.want {
+				t.Fatalf("batchSizeFor = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
