@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -760,5 +761,46 @@ func BenchmarkRequestHeader(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		d.requestHeader(job)
+	}
+}
+
+// resubmitter is a Results that, on a delivery's first result, submits the delivery again before
+// returning: what happens when the result commits at once with a retry already due and the timing
+// wheel fires it before the attempt goroutine has moved on.
+type resubmitter struct {
+	*collector
+	d    atomic.Pointer[Dispatcher]
+	once sync.Once
+}
+
+func (r *resubmitter) Record(res Result) {
+	r.once.Do(func() { r.d.Load().Submit(res.Ref) })
+	r.collector.Record(res)
+}
+
+// TestResubmitFromResultIsNotDropped: a delivery submitted again from its own result is a new attempt,
+// not a duplicate of the one that just finished (it would stay pending in the store until the next
+// wheel rebuild).
+func TestResubmitFromResultIsNotDropped(t *testing.T) {
+	s := newSink(t, status(500))
+	j := newJobs(`{}`)
+	res := &resubmitter{collector: newCollector()}
+	d, err := New(Config{Clock: clock.NewFake(t0), Rand: constRand(0.5)}, j, newPool(t), res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.d.Store(d)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	j.setEndpoint(Endpoint{ID: "ep", URL: s.URL})
+	d.Submit(Ref{EndpointID: "ep", DeliveryID: "d1"})
+	res.wait(t, 2)
+	if n := s.count.Load(); n != 2 {
+		t.Fatalf("sink saw %d requests, want 2", n)
+	}
+	if dup := d.Stats().Duplicates; dup != 0 {
+		t.Fatalf("%d submits dropped as duplicates", dup)
 	}
 }

@@ -281,9 +281,6 @@ func (l *lane) attempt(ctx context.Context, job *Job, probe bool) {
 	d := l.d
 	defer d.wg.Done()
 	res, verdict := d.send(ctx, job)
-	if verdict != verdictAborted {
-		d.results.Record(res)
-	}
 	now := d.cfg.Clock.Now()
 	l.mu.Lock()
 	before := l.br.state
@@ -312,6 +309,12 @@ func (l *lane) attempt(ctx context.Context, job *Job, probe bool) {
 	l.lastActive = now
 	wake := l.waiting == waitSlot || (l.waiting == waitProbe && probe)
 	l.mu.Unlock()
+	// Recorded only once the delivery has left pending: a retry due at once can be committed and
+	// submitted again before this goroutine runs another line, and Submit would drop it as a
+	// duplicate of this attempt, leaving it pending in the store until the next wheel rebuild.
+	if verdict != verdictAborted {
+		d.results.Record(res)
+	}
 	if wake {
 		l.signal()
 	}
