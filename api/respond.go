@@ -63,6 +63,9 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSON(w, http.StatusRequestEntityTooLarge, "the write is too large for one log entry (for a publish: it matches too many endpoints; split it by owner_id or endpoint_id)", nil)
 	case errors.Is(err, raftstore.ErrExists):
 		writeJSON(w, http.StatusConflict, trimPrefix(err), nil)
+	case errors.Is(err, raftstore.ErrDiskFull):
+		w.Header().Set("Retry-After", "30")
+		writeJSON(w, http.StatusInsufficientStorage, "the node's disk is nearly full: new events are refused until space is freed (nothing was stored; retry later)", nil)
 	case errors.Is(err, raftstore.ErrNotLeader), errors.Is(err, raftstore.ErrClosed):
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, "no leader can commit this write right now; retry", nil)

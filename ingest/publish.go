@@ -239,6 +239,8 @@ func (s *Server) problemFor(err error) wire.Problem {
 		return problem(wire.CodeConflict, strings.TrimPrefix(err.Error(), "raftstore: "))
 	case errors.Is(err, raftstore.ErrNotLeader), errors.Is(err, raftstore.ErrClosed):
 		return problem(wire.CodeUnavailable, "no leader can commit this write right now; retry")
+	case errors.Is(err, raftstore.ErrDiskFull):
+		return problem(wire.CodeUnavailable, "the node's disk is nearly full: new events are refused until space is freed (nothing was stored; retry later)")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return problem(wire.CodeTimeout, "timed out waiting for the write to commit; its outcome is unknown (retry with the same idempotency_key)")
 	}

@@ -48,6 +48,10 @@ type Config struct {
 	Stats *Stats
 	// Forwarder, when set, carries writes made on a follower to the leader.
 	Forwarder Forwarder
+	// MinFreeDisk refuses new events (ErrDiskFull) while the filesystem holding DataDir has fewer
+	// free bytes, measured ten times a second; see diskguard.go. Default 0: no guard (`sluice serve`
+	// sets 256 MiB).
+	MinFreeDisk int64
 }
 
 func (c *Config) setDefaults() error {
@@ -99,8 +103,11 @@ type Store struct {
 	// codec caches BinaryCommands' answer (codecgate.go).
 	codec atomic.Pointer[codecAnswer]
 
-	stopCh    chan struct{}
-	wg        sync.WaitGroup
+	stopCh chan struct{}
+	wg     sync.WaitGroup
+	// diskFree and diskLow are written by watchDisk (diskguard.go) and read by Propose.
+	diskFree  atomic.Int64
+	diskLow   atomic.Bool
 	closeOnce sync.Once
 }
 
@@ -174,8 +181,11 @@ func Open(cfg Config) (*Store, error) {
 		cfg.Logger.Info("bootstrapped single-node cluster", "node_id", cfg.NodeID, "raft_addr", cfg.AdvertiseAddr)
 	}
 	s.prop = newProposer(cfg.Proposer, s.raft, cfg.Stats, s.CompressedEntries)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.watchLeadership()
+	s.diskFree.Store(-1)
+	s.checkDisk() // a node started on a nearly full disk refuses events from its first publish
+	go s.watchDisk()
 	ok = true
 	return s, nil
 }
@@ -251,6 +261,9 @@ const raftLeader = raft.Leader
 // the command is forwarded to the leader (Config.Forwarder) and Propose returns once this node has
 // applied it too.
 func (s *Store) Propose(ctx context.Context, cmd Command) (Result, error) {
+	if s.refuseForDisk(&cmd) {
+		return Result{}, ErrDiskFull
+	}
 	if s.raft.State() != raft.Leader {
 		return s.forward(ctx, &cmd)
 	}

@@ -37,6 +37,7 @@ type serveConfig struct {
 	Region          string
 	AdvertiseHTTP   string
 	TrailingLogs    uint64
+	MinFreeDiskMB   int64
 	MetricsAddr     string
 	Pprof           bool
 	SMTP            smtpConfig
@@ -67,6 +68,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Region, "region", "", "this node's region label (endpoints may pin a region)")
 	fs.StringVar(&c.AdvertiseHTTP, "advertise-http-addr", "", "HTTP address other nodes reach this one at (default: --http-addr)")
 	fs.Uint64Var(&c.TrailingLogs, "trailing-logs", 10240, "Raft entries kept behind a snapshot (a node further behind catches up by snapshot)")
+	fs.Int64Var(&c.MinFreeDiskMB, "min-free-disk-mb", 256, "refuse new events (507) while the data directory's filesystem has less free space, in MiB: a full disk stops the node; 0 disables")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "optional separate listener for /metrics, /healthz, /readyz (and pprof)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on --metrics-addr (never on --http-addr)")
 	fs.StringVar(&c.SMTP.Addr, "smtp-addr", "", "SMTP server host:port for endpoint alert emails (empty: no email)")

@@ -52,6 +52,9 @@ func (n *node) writeNodeMetrics(w io.Writer) {
 	q, qcap := st.Backlog()
 	metrics.WriteGaugeUint64(w, "sluice_proposer_queued", uint64(q))
 	metrics.WriteGaugeUint64(w, "sluice_proposer_queue_capacity", uint64(qcap))
+	if free := st.DiskFree(); free >= 0 {
+		metrics.WriteGaugeUint64(w, "sluice_data_disk_free_bytes", uint64(free))
+	}
 	disk, debt := st.StateDiskUsage()
 	metrics.WriteGaugeUint64(w, "sluice_state_disk_bytes", disk)
 	metrics.WriteGaugeUint64(w, "sluice_state_compaction_debt_bytes", debt)

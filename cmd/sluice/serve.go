@@ -290,6 +290,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		Bootstrap:         cfg.Bootstrap,
 		FastElections:     true,
 		SnapshotThreshold: cfg.SnapshotEvery,
+		MinFreeDisk:       cfg.MinFreeDiskMB << 20,
 		Logger:            log,
 		Stats:             &raftstore.Stats{OnBatch: observeBatch, OnCommit: observeCommit},
 	})
