@@ -20,7 +20,11 @@ quorum and applied on this node; its Result carries the command's deterministic 
 
 Entry framing: version byte (1), command count (uvarint), then per command: type byte, meta length
 (uvarint), meta, blob length (uvarint), blob. A publish command's meta is JSON or, for new events, the
-binary form described in publishcodec.go (first byte 0x01); apply reads both.
+binary form described in publishcodec.go (first byte 0x01); apply reads both. An entry of 1 KiB or
+more may instead be version 2: one S2 block holding a whole version-1 entry, written only once every
+server reports codec 2 (codecgate.go), so the log stores, replicates and replays it small and only an
+FSM that applies it expands it. Below Config.MinFreeDisk free on the data directory's filesystem,
+Propose refuses publishes with ErrDiskFull (diskguard.go): a disk that fills stops the node.
 
 # Apply
 
