@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 
@@ -53,9 +54,25 @@ func TestDiskGuardRefusesOnlyNewEvents(t *testing.T) {
 			if out[1].Err != nil || out[1].Result.Err != nil {
 				t.Fatalf("ProposeAll project update: %v %v", out[1].Err, out[1].Result.Err)
 			}
+			// A publish a follower forwards is held to the leader's disk as well, and the follower
+			// gets ErrDiskFull back.
+			p3, blob3 := publishCmd(f, 2, "k2")
+			pub3, err := NewPublishCommand(p3, blob3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var reply wireResult
+			if err := json.Unmarshal(s.ServeForwarded(context.Background(), encodeEntry([]*Command{&pub3})), &reply); err != nil {
+				t.Fatal(err)
+			}
+			if got := errors.Is(decodeErr(reply.ErrCode, reply.ErrMsg), ErrDiskFull); got != tc.refused {
+				t.Fatalf("forwarded publish reply %+v, want refused %v", reply, tc.refused)
+			}
 			if tc.refused {
-				if _, ok := s.IdempotentEvent(f.pid, "k0"); ok {
-					t.Fatal("a refused publish stored its event")
+				for _, k := range []string{"k0", "k1", "k2"} {
+					if _, ok := s.IdempotentEvent(f.pid, k); ok {
+						t.Fatalf("refused publish %s stored its event", k)
+					}
 				}
 			}
 		})

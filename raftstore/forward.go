@@ -29,7 +29,7 @@ type wireResult struct {
 var errCodes = []struct {
 	code string
 	err  error
-}{{"not_found", ErrNotFound}, {"exists", ErrExists}, {"bad_command", ErrBadCmd}, {"not_leader", ErrNotLeader}, {"closed", ErrClosed}}
+}{{"not_found", ErrNotFound}, {"exists", ErrExists}, {"bad_command", ErrBadCmd}, {"not_leader", ErrNotLeader}, {"closed", ErrClosed}, {"disk_full", ErrDiskFull}}
 
 func encodeErr(err error) (code, msg string) {
 	if err == nil {
@@ -74,9 +74,12 @@ func (s *Store) ServeForwarded(ctx context.Context, req []byte) []byte {
 	}
 	if err == nil {
 		var res Result
-		if s.raft.State() != raftLeader {
+		switch {
+		case s.raft.State() != raftLeader:
 			err = ErrNotLeader
-		} else {
+		case s.refuseForDisk(&cmds[0]):
+			err = ErrDiskFull // the leader's disk counts too: it stores the event first
+		default:
 			res, err = s.prop.propose(ctx, &cmds[0])
 		}
 		wr = wireResult{Index: res.Index, EventID: res.EventID, Matched: res.Matched, Duplicate: res.Duplicate, Count: res.Count}
