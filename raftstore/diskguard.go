@@ -1,8 +1,11 @@
 package raftstore
 
 import (
+	"context"
 	"errors"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // ErrDiskFull refuses a new event while the data directory's filesystem has less free space than
@@ -60,6 +63,37 @@ func (s *Store) checkDisk() {
 
 // DiskFree is the data directory's free space in bytes at the last measurement (-1 when unknown).
 func (s *Store) DiskFree() int64 { return s.diskFree.Load() }
+
+// proposeAllButEvents is ProposeAll while the disk is low: publishes get ErrDiskFull and the other
+// commands are proposed as usual.
+func (s *Store) proposeAllButEvents(ctx context.Context, cmds []Command) []Outcome {
+	out := make([]Outcome, len(cmds))
+	rest := make([]Command, 0, len(cmds))
+	idx := make([]int, 0, len(cmds))
+	for i := range cmds {
+		if s.refuseForDisk(&cmds[i]) {
+			out[i].Err = ErrDiskFull
+		} else {
+			rest, idx = append(rest, cmds[i]), append(idx, i)
+		}
+	}
+	if len(rest) == 0 {
+		return out
+	}
+	sub := make([]Outcome, len(rest))
+	if s.raft.State() != raft.Leader {
+		// One at a time, unlike ProposeAll: a follower on a nearly full disk is not the fast path.
+		for j := range rest {
+			sub[j].Result, sub[j].Err = s.forward(ctx, &rest[j])
+		}
+	} else {
+		s.prop.proposeAll(ctx, rest, sub)
+	}
+	for j, o := range sub {
+		out[idx[j]] = o
+	}
+	return out
+}
 
 // refuseForDisk reports whether cmd must be refused with ErrDiskFull.
 func (s *Store) refuseForDisk(cmd *Command) bool {

@@ -153,30 +153,10 @@ type Outcome struct {
 // TCP ingest path uses it for a PUBLISH_BATCH, which otherwise took a goroutine (and its stack
 // growth) per item just to wait.
 func (s *Store) ProposeAll(ctx context.Context, cmds []Command) []Outcome {
-	out := make([]Outcome, len(cmds))
 	if s.diskLow.Load() {
-		refused := false
-		for i := range cmds {
-			if s.refuseForDisk(&cmds[i]) {
-				out[i].Err, refused = ErrDiskFull, true
-			}
-		}
-		if refused {
-			rest := make([]Command, 0, len(cmds))
-			idx := make([]int, 0, len(cmds))
-			for i := range cmds {
-				if out[i].Err == nil {
-					rest, idx = append(rest, cmds[i]), append(idx, i)
-				}
-			}
-			if len(rest) > 0 {
-				for j, o := range s.ProposeAll(ctx, rest) {
-					out[idx[j]] = o
-				}
-			}
-			return out
-		}
+		return s.proposeAllButEvents(ctx, cmds)
 	}
+	out := make([]Outcome, len(cmds))
 	if s.raft.State() != raft.Leader {
 		var wg sync.WaitGroup
 		for i := range cmds {
