@@ -190,6 +190,14 @@ func (h *handler) letter(m *Message, reason string) model.DeadLetter {
 	return l
 }
 
+// The header (or attribute) names every driver puts on a message it sends to the broker's dead-letter
+// destination: why Sluice rejected it, and the broker message id it had (drivers whose dead letters
+// keep the original id leave the second out). docs/brokers.md documents them per broker.
+const (
+	DeadLetterErrorKey     = "sluice-error"
+	DeadLetterMessageIDKey = "sluice-message-id"
+)
+
 // DeadLetterTarget names where a source's consumer sends rejected messages ("" when it only
 // records them).
 func DeadLetterTarget(src *model.Source) string {

@@ -29,7 +29,7 @@ const (
 
 // HeaderError is the header naming why Sluice rejected a message republished to the dead-letter
 // exchange.
-const HeaderError = "sluice-error"
+const HeaderError = broker.DeadLetterErrorKey
 
 const (
 	// dialTimeout bounds the TCP connect and the TLS and AMQP handshakes, before heartbeats run,

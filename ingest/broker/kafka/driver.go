@@ -22,8 +22,8 @@ import (
 
 // Headers a dead-lettered record carries besides its own.
 const (
-	HeaderError     = "sluice-error"
-	HeaderMessageID = "sluice-message-id"
+	HeaderError     = broker.DeadLetterErrorKey
+	HeaderMessageID = broker.DeadLetterMessageIDKey
 )
 
 const (

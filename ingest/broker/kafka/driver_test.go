@@ -2,18 +2,11 @@ package kafka
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -297,7 +290,7 @@ func TestRebalance(t *testing.T) {
 
 // TestAuth connects over TLS with each SASL mechanism; a wrong password fails Run.
 func TestAuth(t *testing.T) {
-	caPEM, serverTLS := selfSigned(t)
+	caPEM, serverTLS := brokertest.SelfSigned(t, "kfake")
 	c := cluster(t, kfake.SeedTopics(1, "orders"), kfake.TLS(serverTLS), kfake.EnableSASL(),
 		kfake.Superuser("PLAIN", "plainuser", "pw1"),
 		kfake.Superuser("SCRAM-SHA-256", "scram256", "pw2"),
@@ -356,27 +349,6 @@ func saslOrFatal(t *testing.T, s *model.SASL) sasl.Mechanism {
 		t.Fatal(err)
 	}
 	return m
-}
-
-// selfSigned returns a CA certificate in PEM and a server config serving it for 127.0.0.1.
-func selfSigned(t *testing.T) (string, *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kfake"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
 
 // FuzzCheck: Check never panics on any broker address, topic or mechanism, and what it accepts

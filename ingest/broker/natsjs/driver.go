@@ -20,8 +20,8 @@ import (
 
 // Headers a dead letter carries besides the message's own.
 const (
-	HeaderError     = "sluice-error"
-	HeaderMessageID = "sluice-message-id"
+	HeaderError     = broker.DeadLetterErrorKey
+	HeaderMessageID = broker.DeadLetterMessageIDKey
 )
 
 const (

@@ -2,18 +2,10 @@ package natsjs
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -306,7 +298,7 @@ func TestStopMidBatch(t *testing.T) {
 
 // TestAuth connects with a user and password, a token, and over TLS; wrong credentials fail Run.
 func TestAuth(t *testing.T) {
-	caPEM, serverTLS := selfSigned(t)
+	caPEM, serverTLS := brokertest.SelfSigned(t, "nats")
 	cases := []struct {
 		name   string
 		server func(o *server.Options)
@@ -348,27 +340,6 @@ func TestAuth(t *testing.T) {
 			brokertest.WaitFor(t, "the message", func() bool { d, _ := rec.Count(nil); return d == 1 })
 		})
 	}
-}
-
-// selfSigned returns a CA certificate in PEM and a server config serving it for 127.0.0.1.
-func selfSigned(t *testing.T) (string, *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "nats"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
 }
 
 // FuzzCheck: Check never panics on any URL, stream or subject, and what it accepts is well formed.

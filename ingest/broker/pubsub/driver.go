@@ -39,7 +39,7 @@ const (
 	// maxAttributeValue is Pub/Sub's limit on an attribute value's bytes.
 	maxAttributeValue = 1024
 	// ErrorAttribute carries the reason on a message published to the dead-letter topic.
-	ErrorAttribute = "sluice-error"
+	ErrorAttribute = broker.DeadLetterErrorKey
 )
 
 // resourceID matches a Pub/Sub topic or subscription id, or its full name.

@@ -51,7 +51,7 @@ const (
 	// defaultLagInterval is how often the queue depth is polled for the lag gauge.
 	defaultLagInterval = 10 * time.Second
 	// ErrorAttribute carries the reason on a message sent to the dead-letter queue.
-	ErrorAttribute = "sluice-error"
+	ErrorAttribute = broker.DeadLetterErrorKey
 )
 
 // Driver is the sqs source type.
