@@ -1,6 +1,7 @@
 package sqstest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -62,7 +63,7 @@ func Start(t testing.TB) *Server {
 		app.CurrentEnvironment.Host = "127.0.0.1"
 		app.CurrentEnvironment.Port = port
 		app.CurrentEnvironment.AccountID = "100010001000"
-		srv := &http.Server{Handler: router.New(), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: orderCreates(router.New()), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		// Makes received messages visible again after their timeout (goaws's main does this;
 		// its router alone does not).
@@ -74,6 +75,31 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("sqstest: starting goaws: %v", initErr)
 	}
 	return shared
+}
+
+// orderCreates makes every request start after any CreateQueue that finished before it. goaws
+// writes its global queue map under a lock in CreateQueue but reads it unlocked in every other
+// action; a test creates its queue and then uses it over another connection, which is ordered in
+// fact but not in a way the race detector can see (it cannot follow causality through a socket),
+// so -race reported goaws's map read as a race with the earlier create. The mutex gives that order
+// a happens-before edge. Long polls do not hold it, so they never delay a create.
+func orderCreates(h http.Handler) http.Handler {
+	var mu sync.Mutex
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		mu.Lock()
+		if bytes.Contains(body, []byte("Action=CreateQueue")) {
+			defer mu.Unlock()
+		} else {
+			mu.Unlock()
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // NewClient returns an SDK client for a goaws endpoint.
