@@ -141,8 +141,12 @@ what was written.
   - FormatMajorVersion pinned to FormatValueSeparation (the newest in
     Pebble v2.1.7, including FormatWALSyncChunks) so an upgrade of Pebble
     does not silently change the on-disk format.
-  - The block cache keeps Pebble's 8 MiB: reads are of recent entries
-    (followers catching up), mostly still in the memtable.
+  - The block cache keeps Pebble's 8 MiB of blocks: reads are of recent
+    entries (followers catching up), mostly still in the memtable. Pebble
+    charges every memtable to the block cache, so the cache is created with
+    room for the memtables on top (8 + 4 x 16 MiB); an 8 MiB cache beside
+    16 MiB memtables kept no block at all, and every read of a flushed entry
+    went to disk.
 
 BenchmarkStoreLogs on a real directory of the same machine, ~1 KiB JSON
 entries (S2 ratio 1.5). A 4 KiB write+fdatasync took 0.8 ms in the calm

@@ -93,8 +93,10 @@ type Options struct {
 	// MemTableSize is Pebble's memtable size in bytes. Zero means
 	// DefaultMemTableSize (16 MiB).
 	MemTableSize uint64
-	// CacheSize is Pebble's block cache size in bytes. Zero means
-	// DefaultCacheSize (8 MiB, Pebble's own default).
+	// CacheSize is how many bytes of blocks Pebble's block cache keeps.
+	// Zero means DefaultCacheSize (8 MiB, Pebble's own default). The cache
+	// is created larger by the memtables' worth Pebble charges to it (see
+	// cacheCapacity).
 	CacheSize int64
 }
 
@@ -158,7 +160,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.log = slog.Default()
 	}
 	s.log = s.log.With("component", "wal", "dir", dir)
-	db, err := pebble.Open(dir, pebbleOptions(opts, s.log))
+	po := pebbleOptions(opts, s.log)
+	db, err := pebble.Open(dir, po)
+	po.Cache.Unref() // the DB holds its own reference
 	if err != nil {
 		return nil, fmt.Errorf("wal: open %s: %w", dir, err)
 	}
@@ -173,6 +177,17 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// memTableStopWrites is Pebble's MemTableStopWritesThreshold for the log.
+const memTableStopWrites = 4
+
+// cacheCapacity is the block cache's capacity for blocks bytes of blocks.
+// Pebble charges every memtable it allocates to the block cache
+// (Cache.Reserve), so a cache smaller than the memtables keeps no block at
+// all once they are full size. The charge allocates nothing.
+func cacheCapacity(blocks int64, memTableSize uint64) int64 {
+	return blocks + memTableStopWrites*int64(memTableSize)
+}
+
 // pebbleOptions tunes Pebble for a write-heavy, always-synced log whose
 // values are already compressed. doc.go explains each choice.
 func pebbleOptions(opts Options, log *slog.Logger) *pebble.Options {
@@ -180,8 +195,7 @@ func pebbleOptions(opts Options, log *slog.Logger) *pebble.Options {
 		FS:                          opts.FS,
 		FormatMajorVersion:          pebble.FormatValueSeparation,
 		MemTableSize:                opts.MemTableSize,
-		MemTableStopWritesThreshold: 4,
-		CacheSize:                   opts.CacheSize,
+		MemTableStopWritesThreshold: memTableStopWrites,
 		FlushDelayDeleteRange:       flushDelayDeleteRange,
 		Logger:                      slogAdapter{log},
 	}
@@ -191,9 +205,10 @@ func pebbleOptions(opts Options, log *slog.Logger) *pebble.Options {
 	if po.MemTableSize == 0 {
 		po.MemTableSize = DefaultMemTableSize
 	}
-	if po.CacheSize == 0 {
-		po.CacheSize = DefaultCacheSize
+	if opts.CacheSize == 0 {
+		opts.CacheSize = DefaultCacheSize
 	}
+	po.Cache = pebble.NewCache(cacheCapacity(opts.CacheSize, po.MemTableSize))
 	po.ApplyCompressionSettings(func() pebble.DBCompressionSettings {
 		return pebble.DBCompressionNone
 	})

@@ -491,3 +491,42 @@ func TestKeyOrder(t *testing.T) {
 func appendCRC(b []byte) []byte {
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
+
+// TestBlockCacheHoldsBlocksBesideFullMemtables: Pebble charges each memtable to the block cache, so
+// a cache of CacheSize bytes beside memtables larger than it kept no blocks at all, and every read of
+// a flushed entry (a follower catching up, the FSM replaying after a restart) went to disk.
+func TestBlockCacheHoldsBlocksBesideFullMemtables(t *testing.T) {
+	const memtable = 2 << 20
+	s, err := Open(t.TempDir(), Options{Logger: quiet, MemTableSize: memtable, CacheSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustStore(t, s, makeLogs(1, 500, 1))
+	if err := s.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	next := uint64(501)
+	for s.db.Metrics().MemTable.Size < memtable {
+		if next > 50_000 {
+			t.Fatalf("memtable still %d bytes after %d entries", s.db.Metrics().MemTable.Size, next)
+		}
+		mustStore(t, s, makeLogs(next, 100, 2))
+		next += 100
+	}
+	read := func() {
+		var l raft.Log
+		for i := uint64(1); i <= 500; i += 5 {
+			if err := s.GetLog(i, &l); err != nil {
+				t.Fatalf("GetLog(%d): %v", i, err)
+			}
+		}
+	}
+	read()
+	before := s.db.Metrics().BlockCache
+	read()
+	after := s.db.Metrics().BlockCache
+	if after.Count == 0 || after.Hits == before.Hits || after.Misses != before.Misses {
+		t.Fatalf("block cache not holding blocks beside full memtables: before %+v, after %+v", before, after)
+	}
+}
