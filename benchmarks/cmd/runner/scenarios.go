@@ -211,6 +211,10 @@ func (sc *scenarioRun) profile(s *harness.Sluice, label string, secs int) {
 		sc.mu.Lock()
 		sc.res.Profiles = append(sc.res.Profiles, ps)
 		sc.mu.Unlock()
+		if ps.Error != "" {
+			logf("   profile %s failed: %s", label, ps.Error)
+			return
+		}
 		logf("   profile %s: %s", label, file)
 	}()
 }
@@ -587,7 +591,9 @@ func runEgress(r *runner, sc *scenarioRun) error {
 	for _, ec := range r.plan.Egress {
 		var up *loadgen.Result
 		d, err := r.drain(sc, drainSpec{name: fmt.Sprintf("egress-%d", ec.Endpoints), endpoints: ec.Endpoints, events: ec.Events, timeout: ec.Timeout,
-			beforeMeasure: func() (err error) { up, err = r.baselineNow(conns); return err }, profile: 3})
+			// 1 s: the 1-endpoint drain of the standard run lasts about 2 s, and a profile still
+			// running when its server stops is lost.
+			beforeMeasure: func() (err error) { up, err = r.baselineNow(conns); return err }, profile: 1})
 		if err != nil {
 			return fmt.Errorf("%d endpoints: %w", ec.Endpoints, err)
 		}
