@@ -42,11 +42,13 @@ pre-check and apply skip the point read for a key that was never stored.
 
 # Durability
 
-The log is synced on every write (package wal); the state DB is not: it is the log's derivative. That
-holds only while the log still has every entry after the state's last durable applied index, so
-FSM.Snapshot first syncs the state DB (a synced LogData) and only then captures it; raft truncates the
-log only behind a completed snapshot. On start, if the newest snapshot is ahead of the state's applied
-index (the state DB was lost or is older), the snapshot is restored before raft starts.
+The log is synced on every write (package wal); the state DB is its derivative and has no WAL of its
+own (stateOptions): after a crash it is the state as of its last flushed applied index, and raft
+replays the entries after that. That holds only while the log still has every entry after the state's
+last durable applied index, so FSM.Snapshot starts a flush of the state DB and Persist waits for it
+before the snapshot completes; raft truncates the log only behind a completed snapshot. A clean
+shutdown flushes, so the next start replays nothing. On start, if the newest snapshot is ahead of the
+state's applied index (the state DB was lost or is older), the snapshot is restored before raft starts.
 
 Snapshots stream every key/value of a Pebble snapshot as an s2 stream with a record count and a
 CRC-32C trailer; Restore builds a new DB in state.restore, verifies the trailer, marks it complete and

@@ -253,15 +253,18 @@ func (f *FSM) waitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
-// Snapshot makes the state durable up to the applied index, then captures it. Syncing here is what
-// allows raft to truncate the log behind the snapshot.
+// Snapshot captures the state at the applied index and starts flushing it: the state DB has no WAL,
+// and raft may truncate the log behind the snapshot once Persist returns, so Persist waits for the
+// flush. Raft calls Snapshot on the FSM goroutine, between applies, so the memtables being flushed
+// hold every write up to the captured index and nothing is applied while it is captured.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	if err := f.st.sync(); err != nil {
+	flushed, err := f.st.asyncFlush()
+	if err != nil {
 		return nil, err
 	}
 	var s *fsmSnapshot
-	err := f.st.view(func(db *pebble.DB) error {
-		s = &fsmSnapshot{snap: db.NewSnapshot(), applied: f.applied.Load(), log: f.log}
+	err = f.st.view(func(db *pebble.DB) error {
+		s = &fsmSnapshot{snap: db.NewSnapshot(), applied: f.applied.Load(), flushed: flushed, log: f.log}
 		return nil
 	})
 	return s, err

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
@@ -28,8 +29,15 @@ var (
 type fsmSnapshot struct {
 	snap    *pebble.Snapshot
 	applied uint64
+	// flushed closes once the state up to applied is on disk (see FSM.Snapshot); nil when the
+	// caller made it durable itself.
+	flushed <-chan struct{}
 	log     *slog.Logger
 }
+
+// snapshotFlushTimeout bounds Persist's wait for the state flush. Pebble retries a failed flush (a
+// full disk) until it succeeds; a snapshot that gives up leaves the log untruncated, which is safe.
+const snapshotFlushTimeout = 5 * time.Minute
 
 var _ raft.FSMSnapshot = (*fsmSnapshot)(nil)
 
@@ -38,6 +46,18 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := writeSnapshot(s.snap, sink); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("raftstore: persist snapshot at index %d: %w", s.applied, err)
+	}
+	if s.flushed != nil {
+		// Until the state up to applied is flushed, a crash would leave it behind the snapshot,
+		// and the log that could replay the gap is what raft truncates once this returns.
+		t := time.NewTimer(snapshotFlushTimeout)
+		defer t.Stop()
+		select {
+		case <-s.flushed:
+		case <-t.C:
+			sink.Cancel()
+			return fmt.Errorf("raftstore: persist snapshot at index %d: state not flushed after %v", s.applied, snapshotFlushTimeout)
+		}
 	}
 	if err := sink.Close(); err != nil {
 		return fmt.Errorf("raftstore: close snapshot at index %d: %w", s.applied, err)

@@ -51,11 +51,21 @@ const (
 // memtables Pebble keeps before it stops writes; the reservation allocates nothing.
 const stateCacheCapacity = stateCacheSize + stateMemTableStopWrites*stateMemTableSize
 
+// stateOptions are the state DB's Pebble options. The state DB has no write-ahead log of its own:
+// the Raft log is its write-ahead log. Every apply batch carries the applied index with it, Pebble
+// flushes memtables whole and in order, so after a crash the state is exactly the state at some
+// applied index (the last flushed one), and raft replays the entries after it (FSM.ApplyBatch skips
+// what the state already holds) — etcd's backend recovers the same way from its consistent index.
+// The log keeps those entries: raft truncates it only behind a snapshot, and a snapshot is complete
+// only once the memtables holding everything up to its index are flushed (fsmSnapshot.Persist).
+// A WAL would write every state byte a second time (~7% of a delivery's CPU) to save a replay of at
+// most one memtable's worth of entries after a crash.
 func stateOptions() *pebble.Options {
 	o := &pebble.Options{
 		MemTableSize:                stateMemTableSize,
 		MemTableStopWritesThreshold: stateMemTableStopWrites,
 		Cache:                       pebble.NewCache(stateCacheCapacity),
+		DisableWAL:                  true,
 	}
 	// Most point reads on the hot paths look up keys that do not exist: an idempotency key not seen
 	// before, a delivery's event id that is only in the newest data. Without filters each such Get
@@ -122,14 +132,30 @@ func (s *stateDB) close() error {
 	return err
 }
 
-// sync makes every write committed so far durable.
-func (s *stateDB) sync() error {
+// flush makes every write committed so far durable, waiting for it (a clean shutdown).
+func (s *stateDB) flush() error {
+	done, err := s.asyncFlush()
+	if err != nil {
+		return err
+	}
+	<-done
+	return nil
+}
+
+// asyncFlush starts making every write committed so far durable; the channel closes when it is.
+// Pebble retries a failed flush until it succeeds, so the channel closes unless the DB is closed
+// first.
+func (s *stateDB) asyncFlush() (<-chan struct{}, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if err := s.db.LogData(nil, pebble.Sync); err != nil {
-		return fmt.Errorf("raftstore: sync state db: %w", err)
+	if s.db == nil {
+		return nil, ErrClosed
 	}
-	return nil
+	done, err := s.db.AsyncFlush()
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: flush state db: %w", err)
+	}
+	return done, nil
 }
 
 // view runs fn with the current DB held against a concurrent restore.

@@ -366,9 +366,9 @@ func (s *Store) closeParts() error {
 		keep(s.trans.Close())
 	}
 	if s.st != nil {
-		// A clean shutdown syncs the state so the next start replays nothing.
+		// The state DB has no WAL: a clean shutdown flushes it so the next start replays nothing.
 		if s.st.db != nil {
-			keep(s.st.sync())
+			keep(s.st.flush())
 		}
 		keep(s.st.close())
 	}
