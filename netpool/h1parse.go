@@ -84,12 +84,15 @@ func (h *headReader) line() ([]byte, error) {
 // Errors other than I/O errors name the malformed part.
 func readResponseHead(h *headReader, method string, res *Response) (framing, error) {
 	var fr framing
+	var code int
+	var hdr http.Header
 	for n1xx := 0; ; n1xx++ {
 		line, err := h.line()
 		if err != nil {
 			return fr, err
 		}
-		code, proto11, err := parseStatusLine(line)
+		var proto11 bool
+		code, proto11, err = parseStatusLine(line)
 		if err != nil {
 			return fr, err
 		}
@@ -99,11 +102,9 @@ func readResponseHead(h *headReader, method string, res *Response) (framing, err
 				// We never ask to switch protocols; a 101 leaves the connection in an unknown one.
 				return fr, fmt.Errorf("unsolicited 101 Switching Protocols")
 			}
-			hdr, err := readHeader(h)
-			if err != nil {
+			if hdr, err = readHeader(h); err != nil {
 				return fr, err
 			}
-			res.StatusCode, res.Header = code, hdr
 			break
 		}
 		if n1xx == max1xx {
@@ -113,7 +114,13 @@ func readResponseHead(h *headReader, method string, res *Response) (framing, err
 			return fr, err
 		}
 	}
-	return responseFraming(res.StatusCode, method, res.Header, fr.proto11)
+	fr, err := responseFraming(code, method, hdr, fr.proto11)
+	if err != nil {
+		// Like net/http: a response whose body cannot be framed is no response.
+		return fr, err
+	}
+	res.StatusCode, res.Header = code, hdr
+	return fr, nil
 }
 
 // parseStatusLine parses "HTTP/1.x SSS reason" (reason optional).
