@@ -61,7 +61,7 @@ func (h *headReader) line() ([]byte, error) {
 		if err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF // a head never ends at EOF
-				if len(l) == 0 && len(h.scratch) == 0 {
+				if len(l) == 0 && len(h.scratch) == 0 && h.budget == maxResponseHeaderBytes {
 					err = io.EOF // nothing at all: the caller may tell a stale connection from this
 				}
 			}
