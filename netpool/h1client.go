@@ -371,7 +371,9 @@ func (p *Pool) doLean(ctx context.Context, req *Request, method string, eg *egre
 	bp := reqBufs.Get().(*[]byte)
 	defer reqBufs.Put(bp)
 	head, bodyIn, err := p.appendRequest((*bp)[:0], method, u, h.host, req.Header, req.Body)
-	*bp = head[:0]
+	if cap(head) <= 16*leanBufSize { // a caller's huge header should not stay in the pool
+		*bp = head[:0]
+	}
 	if err != nil {
 		res.Err = fmt.Errorf("%w: %s %s: %w", ErrBadRequest, method, u.Redacted(), err)
 		return res
