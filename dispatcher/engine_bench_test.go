@@ -21,6 +21,10 @@ import (
 
 var egressProfile = flag.String("egress.cpuprofile", "", "BenchmarkEngineEgress: write a CPU profile of the drain alone (not the publishing before it) to this file")
 
+// egressStdlib sends the engine's plain-http deliveries through net/http (netpool.Config.StdlibHTTP1), for
+// A/B runs of the lean HTTP/1.1 client.
+var egressStdlib = flag.Bool("egress.stdlib", false, "engine tests and benchmarks: send plain-http deliveries through net/http (netpool Config.StdlibHTTP1)")
+
 // BenchmarkEngineEgress drains a backlog through the whole delivery path: a real store (Raft, Pebble,
 // fsync), the engine, netpool and an HTTP sink on 127.0.0.1, as the egress scenario does. The backlog
 // is published to paused endpoints, then they are activated and the clock runs until every delivery's

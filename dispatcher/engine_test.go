@@ -60,7 +60,9 @@ func startEngine(t testing.TB, dir string, mod func(*EngineConfig)) *engineEnv {
 	if err := st.WaitLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := netpool.New(netpool.DefaultConfig())
+	pcfg := netpool.DefaultConfig()
+	pcfg.StdlibHTTP1 = *egressStdlib
+	pool, err := netpool.New(pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,8 +81,9 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkDo compares Pool.Do with a bare http.Client (the naive baseline) for 1 KiB POSTs from 64
-// goroutines over keep-alive connections. cpu-us/req is this process's (the client's) CPU time.
+// BenchmarkDo compares Pool.Do on its lean HTTP/1.1 client (netpool), Pool.Do through net/http
+// (netpool-stdlib, Config.StdlibHTTP1) and a bare http.Client (the naive baseline) for 1 KiB POSTs from
+// 64 goroutines over keep-alive connections. cpu-us/req is this process's (the client's) CPU time.
 func BenchmarkDo(b *testing.B) {
 	url := startBenchServer(b)
 	body := bytes.Repeat([]byte("x"), 1<<10)
@@ -106,20 +107,25 @@ func BenchmarkDo(b *testing.B) {
 		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/req")
 	}
 
-	b.Run("netpool", func(b *testing.B) {
-		p, err := New(Config{EgressIPs: []netip.Addr{ip2}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer p.Close()
-		run(b, func() error {
-			res := p.Do(context.Background(), &Request{URL: url, Header: header, Body: body, Key: "ep_bench"})
-			if res.Err == nil && res.StatusCode != 200 {
-				return fmt.Errorf("status %d", res.StatusCode)
+	for _, c := range []struct {
+		name   string
+		stdlib bool
+	}{{"netpool", false}, {"netpool-stdlib", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			p, err := New(Config{EgressIPs: []netip.Addr{ip2}, StdlibHTTP1: c.stdlib})
+			if err != nil {
+				b.Fatal(err)
 			}
-			return res.Err
+			defer p.Close()
+			run(b, func() error {
+				res := p.Do(context.Background(), &Request{URL: url, Header: header, Body: body, Key: "ep_bench"})
+				if res.Err == nil && res.StatusCode != 200 {
+					return fmt.Errorf("status %d", res.StatusCode)
+				}
+				return res.Err
+			})
 		})
-	})
+	}
 	b.Run("http.Client", func(b *testing.B) {
 		tr := &http.Transport{MaxIdleConnsPerHost: defaultMaxIdleConnsPerHost, IdleConnTimeout: defaultIdleConnTimeout}
 		defer tr.CloseIdleConnections()

@@ -8,12 +8,17 @@ import (
 // readBody reads the response body under the cap and drain policy (see the package doc) and always
 // closes it. Body and BodyTruncated are set even when it returns an error.
 func (p *Pool) readBody(hres *http.Response, res *Response) error {
-	body := hres.Body
 	// Closing a body that was not read to EOF drops an HTTP/1 connection and resets an HTTP/2 stream;
 	// both are what we want when the drain budget is exceeded or the read failed.
-	defer body.Close()
+	defer hres.Body.Close()
+	return p.readCapped(hres.Body, hres.ContentLength, hres.ProtoMajor >= 2, res)
+}
 
-	cl := hres.ContentLength // -1 if unknown
+// readCapped applies the keep/drain policy to body, whose length is cl (-1 if unknown). It returns nil
+// both when the body was read to its end and when it stopped early on purpose (longer than the drain
+// budget, or HTTP/2); the caller tells them apart (net/http by Close, the lean client by
+// bodyReader.done). Both clients share it so their keep/drain/close behaviour cannot drift apart.
+func (p *Pool) readCapped(body io.Reader, cl int64, h2 bool, res *Response) error {
 	if cl == 0 {
 		return nil
 	}
@@ -42,14 +47,14 @@ func (p *Pool) readBody(hres *http.Response, res *Response) error {
 	// Body is full; more may follow.
 	if cl > int64(n) {
 		res.BodyTruncated = true
-		if hres.ProtoMajor >= 2 || cl-int64(n) > p.cfg.DrainBodyBytes {
+		if h2 || cl-int64(n) > p.cfg.DrainBodyBytes {
 			// Resetting an HTTP/2 stream costs the connection nothing, and an HTTP/1 body beyond the
 			// drain budget costs the connection anyway: don't read it.
 			return nil
 		}
 	}
 	budget := p.cfg.DrainBodyBytes
-	if hres.ProtoMajor >= 2 {
+	if h2 {
 		budget = 0 // read one byte to learn whether the body was truncated, then reset the stream
 	}
 	m, err := io.CopyN(io.Discard, body, budget+1)

@@ -53,6 +53,12 @@ type Config struct {
 	// checked here; the proxy must enforce its own egress policy (see the package documentation). The
 	// environment's HTTP(S)_PROXY is never used.
 	Proxy *url.URL
+
+	// StdlibHTTP1 sends plain-http attempts through net/http too. By default an http:// attempt
+	// without a proxy goes through netpool's lean HTTP/1.1 client (about a third of net/http's client
+	// CPU per attempt; see the package documentation); https, proxied attempts and attempts with
+	// Request.TLS always use net/http. This is the escape hatch, and the A/B switch for measuring.
+	StdlibHTTP1 bool
 }
 
 // Defaults, exported through DefaultConfig.

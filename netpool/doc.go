@@ -31,7 +31,52 @@
 // Request.Key (the endpoint id) picks the IP within the pool: 64-bit FNV-1a, then jump consistent
 // hashing. The mapping has no random seed, so it survives restarts, and growing a pool by one IP moves
 // only 1/n of the endpoints (all to the new IP). Response.EgressIP is read back from the connection's
-// local address (httptrace GotConn), not assumed.
+// local address (httptrace GotConn, or the lean client's connection), not assumed.
+//
+// # Two clients: lean HTTP/1.1 and net/http
+//
+// A plain http:// attempt with no proxy (neither Config.Proxy nor Request.Proxy) and no Request.TLS
+// goes through netpool's own HTTP/1.1 client; everything else (https with HTTP/2 through ALPN, mTLS,
+// CONNECT and absolute-form proxying) goes through net/http, and Config.StdlibHTTP1 sends plain http
+// there too (the escape hatch and the A/B switch). net/http's client spends most of its CPU on
+// machinery a delivery does not need: a read loop and a write loop goroutine per connection and three
+// goroutine hand-offs per request. The lean client does the exchange on the calling goroutine:
+//
+//   - Connections are pooled per egress (its net.Dialer, so LocalAddr and the SSRF guard's
+//     ControlContext apply exactly as on the net/http path) and per URL host, in a LIFO idle list
+//     capped at MaxIdleConnsPerHost. A connection idle for IdleConnTimeout is closed by a per-host
+//     time.AfterFunc sweep (armed only while connections are idle; Close stops it) or when found
+//     expired on take. MaxConnsPerHost is a semaphore per host; a waiter also takes a connection that
+//     goes idle meanwhile. Close closes idle connections, and ones returned after Close.
+//   - The request is "METHOD path?query HTTP/1.1", Host (without a default :80), the caller's Header as
+//     is (User-Agent added when absent, on the wire, never in the map; Host, Content-Length,
+//     Transfer-Encoding and Trailer in the map are ignored, as net/http does), Content-Length, body: one
+//     write for a head and body within 4 KiB, one writev beyond. Header names and values that are not
+//     valid (CR, LF, NUL, a name that is not a token) fail with ErrBadRequest before anything is sent.
+//   - The response parser accepts HTTP/1.0 and 1.1 status lines, skips up to 5 interim 1xx responses,
+//     canonicalises header keys, and caps the whole head (1xx heads and chunked trailers included) at
+//     256 KiB. It is stricter than net/http where RFC 9112 lets a client be: obs-fold continuation
+//     lines, a space before the colon, an unsolicited 101 and a sixth 1xx fail with ErrTransport and a
+//     message naming the line. Bodies are Content-Length, chunked (chunk-size lines up to 4 KiB,
+//     extensions and trailers skipped) or delimited by close (the connection is then not reused); 204,
+//     304 and HEAD have none. Transfer-Encoding with Content-Length is read as chunked and the
+//     connection dropped; conflicting, negative or overlong Content-Length values, and any
+//     Transfer-Encoding but chunked, fail with ErrTransport and no status. Connection: close, or
+//     HTTP/1.0 without keep-alive, ends the connection after the response. The keep/drain/close policy
+//     below is one function shared with the net/http path.
+//   - The attempt's deadline is the connection's deadline; the caller's context is watched with
+//     context.AfterFunc, which sets a past deadline so a blocked read or write returns at once, and such
+//     a connection is closed, never reused.
+//   - A reused connection that fails with EOF, ECONNRESET or EPIPE before any response byte arrived is
+//     one the receiver closed while it sat idle (nothing reads an idle connection, so that is only seen
+//     on use): the attempt is resent once on a fresh connection. Delivery is at-least-once and receivers
+//     dedupe on the delivery id; net/http retries the same case for requests with GetBody. Nothing is
+//     retried once a response byte arrived, or on a fresh connection.
+//
+// Differences that remain: the lean client's dial is bounded by the attempt too, not only by
+// DialTimeout (there is no background dial to hand to the next request), and host entries (a few
+// hundred bytes per egress and destination host:port) are kept until Close. International host names
+// go to net/http, which converts them to punycode.
 //
 // # TLS and HTTP/2
 //
@@ -105,7 +150,7 @@
 // read, so a receiver dripping one byte a second is cut at the deadline. Latency runs from the send
 // to the end of the body read. The caller's context bounds it too. net/http keeps a dial going after
 // the request that started it has given up, for the next request, so DialTimeout (default 10 s)
-// bounds dials and TLS handshakes on their own.
+// bounds dials and TLS handshakes on their own; the lean client's dials end with their attempt.
 //
 // # Errors
 //
@@ -127,36 +172,54 @@
 //
 // # Allocations and syscalls
 //
-// Body-read buffers (KeepBodyBytes) come from a sync.Pool; a response with a small Content-Length is
-// read straight into its exact-size Body. The request body is io.NopCloser(bytes.NewReader(body)),
-// allocated per attempt, on purpose on both counts. net/http recognises only that shape as an
-// in-memory body and then writes headers and body with one syscall; a leaner custom ReadCloser made
-// it flush the headers separately, one extra write and TCP segment per attempt, ~10% more client CPU
-// in BenchmarkDo. And it is not pooled because net/http may still read a request body after
-// RoundTrip returns (its write loop runs on when a receiver answers early): a recycled reader could
-// send one endpoint's payload to another. Do calls Transport.RoundTrip directly: no http.Client, so
-// no redirect machinery and no cookie jar. A Header without User-Agent is copied to add one, never
-// modified; the dispatcher saves that copy by setting it.
+// The lean client allocates per attempt only the Response, the parsed URL, the response header map and
+// its value strings, the kept body and the context.AfterFunc registration (9 allocations, ~840 B in
+// BenchmarkDo): each connection has its own 4 KiB bufio.Reader and parse state, allocated once, and
+// request heads are built in pooled 4 KiB buffers. A webhook whose head and body fit in 4 KiB is one
+// write syscall; a larger body goes out with the head in one writev. No fmt on the hot path, no
+// goroutine per attempt or per connection. CPU profiles of BenchmarkDo show the lean path spending over
+// half its CPU in the read and write syscalls themselves.
 //
-// # Client choice: net/http, not fasthttp
+// On the net/http path, body-read buffers (KeepBodyBytes) come from a sync.Pool; a response with a
+// small Content-Length is read straight into its exact-size Body. The request body is
+// io.NopCloser(bytes.NewReader(body)), allocated per attempt, on purpose on both counts. net/http
+// recognises only that shape as an in-memory body and then writes headers and body with one syscall; a
+// leaner custom ReadCloser made it flush the headers separately, one extra write and TCP segment per
+// attempt, ~10% more client CPU in BenchmarkDo. And it is not pooled because net/http may still read a
+// request body after RoundTrip returns (its write loop runs on when a receiver answers early): a
+// recycled reader could send one endpoint's payload to another. Do calls Transport.RoundTrip directly:
+// no http.Client, so no redirect machinery and no cookie jar. A Header without User-Agent is copied to
+// add one, never modified; the dispatcher saves that copy by setting it.
 //
-// The design brief measured fasthttp's client at ~1.4x net/http's throughput on this machine (~20 vs
-// ~35 µs of client CPU per request). We still use net/http: fasthttp has no HTTP/2 and weaker proxy
-// support, and binding a source address, per-endpoint TLS and capped body reads are all plain
-// net/http configuration. BenchmarkDo measures Do against a bare http.Client (1 KiB POST, 64
-// goroutines, keep-alive, the server in a separate process so cpu-us/req is the client's CPU):
+// # Client choice: our own HTTP/1.1, net/http for the rest
 //
-//	go test -run '^$' -bench BenchmarkDo -benchtime 2s ./netpool/   (2 cores, 2026-11-26)
-//	medians of 12 alternating runs, min-max in brackets
-//	               req/s                  client CPU/req      allocs/op   B/op
-//	netpool.Do     14.4k (11.1k-18.0k)    41 us (36-57)       59          4.4k
-//	http.Client    13.0k ( 9.4k-18.0k)    45 us (40-53)       66          5.7k
+// The design brief measured fasthttp's client at ~20 µs of client CPU per request on this machine
+// against net/http's ~35, and net/http's client side was the largest single item (~41 µs) of the
+// engine's CPU per delivery (issue #8). fasthttp itself was not adopted: no HTTP/2, weaker proxy
+// support, and binding a source address, per-endpoint TLS and capped body reads are plain net/http
+// configuration. So plain-http deliveries, the egress-critical case, use the lean client above, and
+// everything needing TLS, HTTP/2 or a proxy stays on net/http. BenchmarkDo (1 KiB POST, 64 goroutines,
+// keep-alive, the server in a separate process so cpu-us/req is the client's CPU):
 //
-// The machine was shared with other builds (load average 9-13 on 2 cores), so absolute figures sit
-// below the brief's quiet ~24-28k req/s and ~35 us; the comparison between the two, run alternately,
-// is the point. Do costs no more than a bare http.Client (it skips the http.Client layer; its own
-// egress pick, trace hook and capped read are small). Before the request body took the NopCloser
-// shape described above, Do measured ~52 against ~48 us/req. fasthttp would save ~15 us of client
-// CPU per request; if that ever becomes the egress ceiling, scale out across nodes (each with its own
-// egress IPs) before giving up HTTP/2.
+//	go test -c -o /tmp/netpool.test ./netpool
+//	for i in 1..8; for c in netpool netpool-stdlib http.Client:
+//	    /tmp/netpool.test -test.run '^$' -test.bench "BenchmarkDo/$c\$" -test.benchtime 2s
+//	(2 cores shared with other builds, 2026-11-27; medians of 8 alternating runs, min-max in brackets)
+//	                          req/s                  client CPU/req     allocs/op   B/op
+//	netpool.Do (lean)         20.4k (17.5k-27.7k)    24 us (21-26)       9          840
+//	netpool.Do (StdlibHTTP1)  13.1k ( 6.4k-14.9k)    54 us (44-69)      59          4.4k
+//	http.Client               11.3k (10.7k-14.3k)    61 us (58-68)      66          5.7k
+//
+// The machine was busier than on 2026-11-26, when the net/http path measured 41 us and http.Client
+// 45 us; the comparison between alternating runs is the point. In the whole delivery path
+// (Raft, Pebble, engine and an in-process sink, so the sink's CPU is counted too):
+//
+//	go test -c -o /tmp/dispatcher.test ./dispatcher; 6 alternating runs of each of
+//	    /tmp/dispatcher.test -test.run '^$' -test.bench 'EngineEgress/endpoints=1$' -test.benchtime 40000x -egress.stdlib=false|true
+//	                 cpu-µs/delivery        allocs/delivery
+//	lean             190 (181-204)          82
+//	StdlibHTTP1      225 (198-237)          126
+//
+// and a CPU profile of that benchmark (-egress.cpuprofile) puts Pool.Do at ~20 µs per delivery,
+// against the ~41 µs net/http's client took in issue #8's profile.
 package netpool

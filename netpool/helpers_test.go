@@ -55,8 +55,12 @@ func newSink(t testing.TB, h http.Handler) (*httptest.Server, *connCounter) {
 	return srv, cc
 }
 
+// stdlibHTTP1 makes newPool send plain http through net/http: TestStdlibHTTP1 reruns tests with it.
+var stdlibHTTP1 bool
+
 func newPool(t testing.TB, cfg Config) *Pool {
 	t.Helper()
+	cfg.StdlibHTTP1 = cfg.StdlibHTTP1 || stdlibHTTP1
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,6 +135,11 @@ type egress struct {
 
 	mu    sync.Mutex // guards byKey
 	byKey map[transportKey]*http.Transport
+
+	// direct dials destinations (guarded); the lean client dials with it too.
+	direct  *net.Dialer
+	hostsMu sync.RWMutex         // guards hosts
+	hosts   map[string]*leanHost // lean client connections by URL host
 }
 
 // transportKey names a non-plain transport of one egress.
@@ -201,7 +207,7 @@ func (p *Pool) newEgress(ip netip.Addr) *egress {
 		direct.ControlContext = p.guard.control
 	}
 	viaProxy := &net.Dialer{Timeout: p.cfg.DialTimeout}
-	e := &egress{ip: ip, byKey: make(map[transportKey]*http.Transport)}
+	e := &egress{ip: ip, byKey: make(map[transportKey]*http.Transport), direct: direct, hosts: make(map[string]*leanHost)}
 	if ip.IsValid() {
 		// With LocalAddr set, the dialer also keeps only destination addresses of the same family.
 		direct.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0))
@@ -294,6 +300,11 @@ func (e *egress) forget(key transportKey) {
 
 func (e *egress) closeIdle() {
 	e.plain.CloseIdleConnections()
+	e.hostsMu.RLock()
+	for _, h := range e.hosts {
+		h.closeIdle()
+	}
+	e.hostsMu.RUnlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, t := range e.byKey {
@@ -390,7 +401,15 @@ func (p *Pool) Do(ctx context.Context, req *Request) *Response {
 		key = req.URL
 	}
 	eg := pool[pick(key, len(pool))]
+	if !p.cfg.StdlibHTTP1 && req.TLS == nil && req.Proxy == nil && p.cfg.Proxy == nil && strings.HasPrefix(req.URL, "http://") {
+		return p.doLean(ctx, req, method, eg, res)
+	}
+	return p.doStd(ctx, req, method, eg, res)
+}
 
+// doStd sends the attempt through net/http: https (HTTP/2, mTLS), proxies, and plain http when
+// Config.StdlibHTTP1 is set.
+func (p *Pool) doStd(ctx context.Context, req *Request, method string, eg *egress, res *Response) *Response {
 	timeout := req.Timeout
 	if timeout <= 0 {
 		timeout = p.cfg.DefaultTimeout
