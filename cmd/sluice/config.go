@@ -27,6 +27,7 @@ type serveConfig struct {
 	EgressIPs       string
 	EgressAllow     string
 	EgressProxy     string
+	EgressStdHTTP1  bool
 	LogFormat       string
 	LogLevel        string
 	SnapshotEvery   uint64
@@ -58,6 +59,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EgressIPs, "egress-ips", "", "comma-separated local IPs deliveries leave from (default: the system's choice)")
 	fs.StringVar(&c.EgressAllow, "egress-allow-cidrs", "", "comma-separated CIDRs deliveries may reach although private/loopback (the SSRF guard refuses those by default)")
 	fs.StringVar(&c.EgressProxy, "egress-proxy", "", "HTTP CONNECT proxy URL all deliveries go through (another way to a static egress IP)")
+	fs.BoolVar(&c.EgressStdHTTP1, "egress-stdlib-http1", false, "send plain-http deliveries through Go's net/http client instead of Sluice's own HTTP/1.1 client (https always uses net/http)")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Uint64Var(&c.SnapshotEvery, "snapshot-threshold", 8192, "Raft entries between snapshots")

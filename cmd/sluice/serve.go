@@ -227,6 +227,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 	// Keep as many idle connections per host as requests may be in flight, or many endpoints on one
 	// host churn through new connections.
 	pcfg.MaxIdleConnsPerHost = cfg.Workers
+	pcfg.StdlibHTTP1 = cfg.EgressStdHTTP1
 	// The SSRF guard is always on: deliveries to loopback, private, link-local, multicast and other
 	// non-public addresses are refused at dial time unless an allowed CIDR opens them.
 	pcfg.BlockPrivate = true
