@@ -62,6 +62,7 @@ type Engine struct {
 	wheel  *scheduler.Wheel[DueKey]
 	keys   *KeyTable
 	events *eventCache // nil when disabled
+	hints  *loadHints
 	d      *Dispatcher
 	meta   *metaSender
 	sender Sender
@@ -71,6 +72,9 @@ type Engine struct {
 	results chan raftstore.AttemptResult
 	// storeEventLoads counts events a job had to read from the store rather than the cache (tests).
 	storeEventLoads atomic.Int64
+	// storeDeliveryLoads counts delivery records a job had to read from the store, without a load
+	// hint (tests).
+	storeDeliveryLoads atomic.Int64
 	// reassign asks Run's goroutine to re-partition the wheel after ownership changed (1-slot).
 	reassign chan struct{}
 	// retryRefs carries deliveries whose load or result commit failed back to the wheel.
@@ -113,6 +117,7 @@ func NewEngine(cfg EngineConfig, st *raftstore.Store, sender Sender) (*Engine, e
 		results:  make(chan raftstore.AttemptResult, cfg.ResultQueue),
 		sender:   sender,
 		reassign: make(chan struct{}, 1),
+		hints:    newLoadHints(),
 	}
 	if cfg.EventCacheBytes > 0 {
 		e.events = newEventCache(cfg.EventCacheBytes)
@@ -218,6 +223,7 @@ func (e *Engine) owns(projectID, endpointID string) bool {
 // retries of them), all of which a rebuild schedules again.
 func (e *Engine) clearWheel() {
 	e.wheel.Clear()
+	e.hints.clear() // a rebuild reads the records; hints from before may be stale by then
 }
 
 func (e *Engine) rebuild() {
@@ -295,9 +301,12 @@ func (e *Engine) Observe(eff raftstore.Effects) {
 		}
 		e.events.add(&cachedEvent{key: eventKey{ev.ProjectID, ev.EventID}, compressed: ev.Data, rawHeaders: ev.Headers, left: left})
 	}
-	for _, d := range eff.Due {
+	now := e.clock.Now()
+	for i := range eff.Due {
+		d := &eff.Due[i]
 		if e.owns(d.ProjectID, d.EndpointID) {
-			e.wheel.Schedule(e.keyOf(d), d.At)
+			e.hints.put(d, now) // before the wheel can fire it
+			e.wheel.Schedule(e.keyOf(*d), d.At)
 		}
 	}
 }
@@ -314,31 +323,39 @@ type storeLoader struct{ e *Engine }
 
 func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 	e := l.e
+	h, ok := e.hints.take(ref.DeliveryID) // whatever happens next, this load has used it
 	if !e.active.Load() || !e.owns(ref.ProjectID, ref.EndpointID) {
 		return nil, fmt.Errorf("%w: node is not dispatching endpoint %s", ErrNotPending, ref.EndpointID)
 	}
-	d, err := e.st.Delivery(ref.ProjectID, ref.DeliveryID)
-	if errors.Is(err, raftstore.ErrNotFound) {
-		return nil, fmt.Errorf("%w: delivery %s is gone", ErrNotPending, ref.DeliveryID)
+	if !ok {
+		e.storeDeliveryLoads.Add(1)
+		d, err := e.st.Delivery(ref.ProjectID, ref.DeliveryID)
+		if errors.Is(err, raftstore.ErrNotFound) {
+			return nil, fmt.Errorf("%w: delivery %s is gone", ErrNotPending, ref.DeliveryID)
+		}
+		if err != nil {
+			e.later(ref)
+			return nil, err
+		}
+		if !d.Status.Pending() {
+			return nil, fmt.Errorf("%w: delivery %s is %s", ErrNotPending, d.UID, d.Status)
+		}
+		h = loadHint{eventID: d.EventID, eventType: d.EventType, attempts: d.Attempts}
+		if d.NextAttemptAt != nil {
+			h.at = *d.NextAttemptAt
+		}
 	}
-	if err != nil {
-		e.later(ref)
-		return nil, err
-	}
-	if !d.Status.Pending() {
-		return nil, fmt.Errorf("%w: delivery %s is %s", ErrNotPending, d.UID, d.Status)
-	}
-	if d.NextAttemptAt != nil && d.NextAttemptAt.After(e.clock.Now().Add(time.Second)) {
+	if h.at.After(e.clock.Now().Add(time.Second)) {
 		// Rescheduled since this ref was queued (a Retry-After, a resend): wait for the new time.
-		e.wheel.Schedule(e.keys.KeyOf(ref), *d.NextAttemptAt)
-		return nil, fmt.Errorf("%w: delivery %s is due at %v", ErrNotPending, d.UID, d.NextAttemptAt)
+		e.wheel.Schedule(e.keys.KeyOf(ref), h.at)
+		return nil, fmt.Errorf("%w: delivery %s is due at %v", ErrNotPending, ref.DeliveryID, h.at)
 	}
 	ep := e.st.Endpoint(ref.ProjectID, ref.EndpointID)
 	if ep == nil || ep.Status != model.EndpointActive {
 		// Paused or disabled: the delivery stays pending in the store; reactivation requeues it.
 		return nil, fmt.Errorf("%w: endpoint %s is not active", ErrNotPending, ref.EndpointID)
 	}
-	ev, err := e.event(ref.ProjectID, d.EventID)
+	ev, err := e.event(ref.ProjectID, h.eventID)
 	if err != nil {
 		e.later(ref)
 		return nil, err
@@ -346,9 +363,9 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 	proj := e.st.Project(ref.ProjectID)
 	job := &Job{
 		Ref:       ref,
-		EventID:   d.EventID,
-		EventType: d.EventType,
-		Attempt:   d.Attempts + 1,
+		EventID:   h.eventID,
+		EventType: h.eventType,
+		Attempt:   h.attempts + 1,
 		Body:      ev.body,
 		Headers:   ev.headers,
 		Endpoint:  endpointOf(ep, proj),

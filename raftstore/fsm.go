@@ -45,6 +45,11 @@ type Result struct {
 type Due struct {
 	ProjectID, EndpointID, DeliveryID string
 	At                                time.Time
+	// EventID, EventType and Attempts are the delivery record as it became due, so the dispatcher
+	// can send it without reading the record back; empty where the producer does not carry them
+	// (ForEachDue).
+	EventID, EventType string
+	Attempts           int
 }
 
 // Effects is what a committed batch means for dispatch. Observers get it on the FSM goroutine right
@@ -657,7 +662,8 @@ func (a *applier) requeueEndpoint(pid, eid string) error {
 			if err := a.getDelivery(pid, did, &d); err != nil || d.NextAttemptAt == nil {
 				return nil
 			}
-			a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: eid, DeliveryID: did, At: *d.NextAttemptAt})
+			a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: eid, DeliveryID: did, At: *d.NextAttemptAt,
+				EventID: d.EventID, EventType: d.EventType, Attempts: d.Attempts})
 			return nil
 		})
 		if err != nil {
@@ -814,7 +820,8 @@ func (a *applier) setStatus(d *model.Delivery, st model.DeliveryStatus, next *ti
 		a.kbuf = appendDueKey(a.kbuf[:0], n, did)
 		a.buf = append(append(a.buf[:0], pid...), d.EndpointID...)
 		a.b.Set(a.kbuf, a.buf, nil)
-		a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: d.EndpointID, DeliveryID: did, At: n})
+		a.eff.Due = append(a.eff.Due, Due{ProjectID: pid, EndpointID: d.EndpointID, DeliveryID: did, At: n,
+			EventID: d.EventID, EventType: d.EventType, Attempts: d.Attempts})
 	}
 	a.putDelivery(d)
 }

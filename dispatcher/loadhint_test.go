@@ -1,0 +1,108 @@
+package dispatcher
+
+import (
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sluice-gw/sluice/model"
+	"github.com/sluice-gw/sluice/raftstore"
+)
+
+// TestEngineLoadsFromHintsAndFallsBackToTheStore: deliveries that became due through this node's
+// effects (published to a paused endpoint, then reactivated; retried after a failure) are sent
+// without reading their records, with the right attempt numbers; deliveries scheduled by a rebuild
+// from the due index are read from the store.
+func TestEngineLoadsFromHintsAndFallsBackToTheStore(t *testing.T) {
+	e := startEngine(t, t.TempDir(), nil)
+	e.project()
+	seen := make(map[string][]string) // delivery id -> X-Sluice-Attempt values, in order
+	sk := newRecSink(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		did := r.Header.Get(HeaderDeliveryID)
+		if r.Header.Get(HeaderAttempt) == "1" && did != "" && r.URL.Path == "/fail-first" {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	failFirst := e.endpoint(sk.srv.URL+"/fail-first", func(ep *model.Endpoint) {
+		ep.Status = model.EndpointPaused
+		ep.Strategy = &model.RetryStrategy{Type: "linear", Duration: 1, RetryCount: 3}
+	})
+	var dids []string
+	for i := range 5 {
+		_, did := e.publish(failFirst, `{"n":`+strconv.Itoa(i)+`}`)
+		dids = append(dids, did)
+	}
+	ep := *e.st.Endpoint(e.pid, failFirst)
+	ep.Status = model.EndpointActive
+	e.propose(raftstorePutEndpoint(ep))
+	for _, did := range dids {
+		d := e.waitDelivery(did, "success", func(d *model.Delivery) bool { return d.Status == model.StatusSuccess })
+		if d.Attempts != 2 {
+			t.Fatalf("delivery %s: %d attempts, want 2 (one failure, one retry)", did, d.Attempts)
+		}
+	}
+	sk.mu.Lock()
+	for _, r := range sk.reqs {
+		did := r.Header.Get(HeaderDeliveryID)
+		seen[did] = append(seen[did], r.Header.Get(HeaderAttempt))
+	}
+	sk.mu.Unlock()
+	for _, did := range dids {
+		if got := seen[did]; len(got) != 2 || got[0] != "1" || got[1] != "2" {
+			t.Fatalf("delivery %s was sent with attempts %v, want [1 2]", did, got)
+		}
+	}
+	if n := e.eng.storeDeliveryLoads.Load(); n != 0 {
+		t.Fatalf("%d delivery records read from the store; every load had a hint", n)
+	}
+
+	// Published while the engine is inactive: no effects reach the wheel, the rebuild reads the
+	// due index, and the loads read the records.
+	plain := e.endpoint(sk.srv.URL+"/ok", nil)
+	e.eng.SetActive(false)
+	var later []string
+	for i := range 3 {
+		_, did := e.publish(plain, `{"m":`+strconv.Itoa(i)+`}`)
+		later = append(later, did)
+	}
+	e.eng.SetActive(true)
+	for _, did := range later {
+		e.waitDelivery(did, "success", func(d *model.Delivery) bool { return d.Status == model.StatusSuccess && d.Attempts == 1 })
+	}
+	if n := e.eng.storeDeliveryLoads.Load(); n != int64(len(later)) {
+		t.Fatalf("%d delivery records read from the store after the rebuild, want %d", n, len(later))
+	}
+}
+
+func TestLoadHintsTakeReplaceAndSweep(t *testing.T) {
+	h := newLoadHints()
+	t0 := time.Unix(1_800_000_000, 0)
+	due := func(id string, attempts int) *raftstore.Due {
+		return &raftstore.Due{DeliveryID: id, EventID: "ev-" + id, EventType: "t", Attempts: attempts, At: t0}
+	}
+	h.put(&raftstore.Due{DeliveryID: "bare"}, t0) // no record carried: no hint
+	if _, ok := h.take("bare"); ok {
+		t.Fatal("a Due without the record made a hint")
+	}
+	h.put(due("a", 0), t0)
+	h.put(due("a", 1), t0) // a newer effect replaces
+	if x, ok := h.take("a"); !ok || x.attempts != 1 || x.eventID != "ev-a" {
+		t.Fatalf("take(a) = %+v, %v; want the newer hint", x, ok)
+	}
+	if _, ok := h.take("a"); ok {
+		t.Fatal("a hint was taken twice")
+	}
+
+	for i := range maxLoadHints {
+		h.put(due(strconv.Itoa(i), 0), t0)
+	}
+	h.put(due("new", 0), t0.Add(2*time.Second)) // full of young hints: refused
+	if _, ok := h.take("new"); ok {
+		t.Fatal("a full table took a hint without sweeping anything")
+	}
+	h.put(due("new", 0), t0.Add(loadHintTTL+5*time.Second)) // the old ones have expired: swept
+	if _, ok := h.take("new"); !ok || h.len() != 0 {
+		t.Fatalf("after the sweep: new taken %v, %d hints left; want true and 0", ok, h.len())
+	}
+}
