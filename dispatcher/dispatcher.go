@@ -175,11 +175,16 @@ type Dispatcher struct {
 	// attemptGoroutines counts attempt goroutines started (tests).
 	attemptGoroutines atomic.Int64
 
-	mu        sync.Mutex // guards state, runCtx, lanes and lastSweep; taken before any lane.mu
+	mu        sync.Mutex // guards state, runCtx, lanes, dropped and lastSweep; taken before any lane.mu
 	state     runState
 	runCtx    context.Context // Run's ctx: lanes and requests stop when it is done
 	lanes     map[string]*lane
 	lastSweep time.Time
+	// dropped holds, per endpoint, lanes dropped while requests were in flight, until those finish:
+	// their deliveries are still pending in them, and Submit must not start a second attempt of one
+	// in the endpoint's next lane (a reactivated endpoint's deliveries come back as Due while an
+	// attempt its old lane started at the moment of reactivation is still out).
+	dropped map[string][]*lane
 }
 
 type runState uint8
@@ -214,6 +219,7 @@ func New(cfg Config, l Loader, s Sender, r Results) (*Dispatcher, error) {
 		laneCap: cfg.laneInFlightCap(),
 		sem:     make(chan struct{}, cfg.Workers),
 		lanes:   make(map[string]*lane),
+		dropped: make(map[string][]*lane),
 		idle:    make(chan attemptTask),
 	}, nil
 }
@@ -273,7 +279,10 @@ func (d *Dispatcher) Submit(refs ...Ref) {
 		return
 	}
 	d.maybeSweepLocked(now)
-	var l *lane
+	var (
+		l  *lane
+		dl []*lane // l's endpoint's dropped lanes with requests in flight
+	)
 	for _, ref := range refs {
 		if ref.DeliveryID == "" || ref.EndpointID == "" {
 			d.counters.rejected.Add(1)
@@ -285,6 +294,11 @@ func (d *Dispatcher) Submit(refs ...Ref) {
 				l = newLane(d, ref.EndpointID, now)
 				d.lanes[ref.EndpointID] = l
 			}
+			dl = d.droppedInFlightLocked(ref.EndpointID)
+		}
+		if inFlightIn(dl, ref.DeliveryID) {
+			d.counters.duplicates.Add(1)
+			continue
 		}
 		l.mu.Lock()
 		if _, dup := l.pending[ref.DeliveryID]; dup {
@@ -344,9 +358,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // already in flight finish and are recorded. A later Submit for the endpoint starts a fresh lane.
 func (d *Dispatcher) DropEndpoint(endpointID string) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	l := d.lanes[endpointID]
 	delete(d.lanes, endpointID)
-	d.mu.Unlock()
 	if l == nil {
 		return
 	}
@@ -363,6 +377,46 @@ func (d *Dispatcher) DropEndpoint(endpointID string) {
 	l.queue, l.head = nil, 0
 	close(l.done)
 	d.counters.droppedQueue.Add(uint64(n))
+	if len(l.pending) > 0 { // requests in flight: keep deduping them (see Dispatcher.dropped)
+		d.dropped[endpointID] = append(d.dropped[endpointID], l)
+	}
+}
+
+// droppedInFlightLocked returns endpointID's dropped lanes that still have requests in flight,
+// forgetting those that have none left. The caller holds d.mu.
+func (d *Dispatcher) droppedInFlightLocked(endpointID string) []*lane {
+	ls := d.dropped[endpointID]
+	if len(ls) == 0 {
+		return nil
+	}
+	live := ls[:0]
+	for _, l := range ls {
+		l.mu.Lock()
+		if len(l.pending) > 0 {
+			live = append(live, l)
+		}
+		l.mu.Unlock()
+	}
+	clear(ls[len(live):])
+	if len(live) == 0 {
+		delete(d.dropped, endpointID)
+		return nil
+	}
+	d.dropped[endpointID] = live
+	return live
+}
+
+// inFlightIn reports whether deliveryID is still out in one of the dropped lanes ls.
+func inFlightIn(ls []*lane, deliveryID string) bool {
+	for _, l := range ls {
+		l.mu.Lock()
+		_, ok := l.pending[deliveryID]
+		l.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // maybeSweepLocked forgets lanes idle for LaneIdleTimeout, at most once per LaneIdleTimeout. It runs from
@@ -378,6 +432,9 @@ func (d *Dispatcher) maybeSweepLocked(now time.Time) {
 			delete(d.lanes, id)
 		}
 		l.mu.Unlock()
+	}
+	for id := range d.dropped {
+		d.droppedInFlightLocked(id) // forgets lanes whose requests have all finished
 	}
 }
 

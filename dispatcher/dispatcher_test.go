@@ -804,3 +804,42 @@ func TestResubmitFromResultIsNotDropped(t *testing.T) {
 		t.Fatalf("%d submits dropped as duplicates", dup)
 	}
 }
+
+// TestSubmitAfterDropWhileInFlight: an endpoint reactivated while its old lane still has an attempt
+// out gets its deliveries back as new Submits (the store still says pending: the result is not
+// committed yet). The endpoint's next lane must not start a second attempt of the one in flight.
+func TestSubmitAfterDropWhileInFlight(t *testing.T) {
+	release := make(chan struct{})
+	s := newSink(t, hang(release))
+	h := newHarness(t, Config{Clock: clock.Real{}}, `{}`)
+	h.jobs.setEndpoint(Endpoint{ID: "ep", URL: s.URL})
+	rs := refs("ep", 2)
+	h.d.Submit(rs[0])
+	eventually(t, "the first attempt reached the sink", func() bool { return s.count.Load() == 1 })
+
+	h.d.DropEndpoint("ep") // paused: the attempt in flight goes on
+	s.setHandler(status(200))
+	h.d.Submit(rs...) // reactivated: both pending deliveries come back
+	got := h.res.wait(t, 1)
+	if got[0].DeliveryID != rs[1].DeliveryID {
+		t.Fatalf("first result %s, want %s (the one not in flight)", got[0].DeliveryID, rs[1].DeliveryID)
+	}
+	close(release)
+	got = h.res.wait(t, 2)
+	if got[1].DeliveryID != rs[0].DeliveryID {
+		t.Fatalf("second result %s, want %s", got[1].DeliveryID, rs[0].DeliveryID)
+	}
+	if n := s.count.Load(); n != 2 {
+		t.Fatalf("the sink got %d requests, want 2: the delivery in flight was sent twice", n)
+	}
+	if st := h.d.Stats(); st.Duplicates != 1 {
+		t.Fatalf("duplicates %d, want 1", st.Duplicates)
+	}
+
+	// Once the old lane's attempt is over, the id is accepted again (a retry's Submit).
+	h.d.Submit(rs[0])
+	h.res.wait(t, 3)
+	if n := s.count.Load(); n != 3 {
+		t.Fatalf("the sink got %d requests after the resubmit, want 3", n)
+	}
+}

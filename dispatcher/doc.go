@@ -13,7 +13,9 @@
 //
 // There is one lane per endpoint, created on the first Submit for it and forgotten on DropEndpoint or
 // once it has been idle (nothing queued or in flight, breaker with nothing to remember) for
-// Config.LaneIdleTimeout. A lane has
+// Config.LaneIdleTimeout. A lane dropped with requests in flight still counts them as pending until
+// they finish, so Submit never starts a second attempt of one in the endpoint's next lane (a paused
+// and at once reactivated endpoint gets its pending deliveries back while they are out). A lane has
 //
 //   - a FIFO queue of Refs (a slice + the lane mutex, in the style of nats-server's ipQueue) and the set of
 //     delivery ids queued or in flight, which makes Submit idempotent;
