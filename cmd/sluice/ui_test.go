@@ -125,7 +125,11 @@ func (b *browser) waitJS(what, expr string) {
 		if err == nil {
 			return
 		}
-		if !strings.Contains(err.Error(), "navigated") || time.Now().After(deadline) {
+		// A navigation during the poll (the portal page drops its token from the URL on load)
+		// ends it with "navigated" or, when the old document's context is gone before the poll
+		// starts in it, "Cannot find context with specified id": poll again in the new document.
+		if msg := err.Error(); !(strings.Contains(msg, "navigated") || strings.Contains(msg, "Cannot find context with specified id")) ||
+			time.Now().After(deadline) {
 			b.t.Fatalf("waiting for %s: %v\npage text: %s", what, err, b.pageText())
 		}
 	}
