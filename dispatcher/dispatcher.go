@@ -114,6 +114,13 @@ type Results interface {
 	Record(r Result)
 }
 
+// ResultMarker is an optional interface of Results: Mark sees each result to be recorded just before
+// its delivery leaves the lane's in-flight set, so a Loader can tell a Submit of the same delivery
+// that arrives before the result is committed (see Engine: outstanding results) from a new attempt.
+type ResultMarker interface {
+	Mark(r *Result)
+}
+
 // Status is a delivery's state after an attempt.
 type Status string
 

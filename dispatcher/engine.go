@@ -75,6 +75,8 @@ type Engine struct {
 	// storeDeliveryLoads counts delivery records a job had to read from the store, without a load
 	// hint (tests).
 	storeDeliveryLoads atomic.Int64
+	// outstanding holds, per delivery, the attempt number of a result recorded but not committed yet.
+	outstanding outstandingResults
 	// reassign asks Run's goroutine to re-partition the wheel after ownership changed (1-slot).
 	reassign chan struct{}
 	// retryRefs carries deliveries whose load or result commit failed back to the wheel.
@@ -345,6 +347,14 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 			h.at = *d.NextAttemptAt
 		}
 	}
+	if n := e.outstanding.attempt(ref.DeliveryID); n > h.attempts {
+		// Its attempt n has been made and its result is on the way to the log, but the record (or
+		// the hint, taken from an effect before that result) does not show it yet: a Submit from
+		// a wheel rebuild, or a reactivation racing the attempt. Sending now would deliver it
+		// twice; the result's commit schedules the delivery again if it needs another attempt,
+		// and a failed commit puts it back in the wheel.
+		return nil, fmt.Errorf("%w: delivery %s: the result of attempt %d is not committed yet", ErrNotPending, ref.DeliveryID, n)
+	}
 	if h.at.After(e.clock.Now().Add(time.Second)) {
 		// Rescheduled since this ref was queued (a Retry-After, a resend): wait for the new time.
 		e.wheel.Schedule(e.keys.KeyOf(ref), h.at)
@@ -491,6 +501,9 @@ func RetryPolicyOf(s *model.RetryStrategy) RetryPolicy {
 // resultSink queues results for the batchers.
 type resultSink struct{ e *Engine }
 
+// Mark notes the result as outstanding until its batch's commit returns (ResultMarker).
+func (r resultSink) Mark(res *Result) { r.e.outstanding.add(res.DeliveryID, res.Attempt.Number) }
+
 func (r resultSink) Record(res Result) {
 	if r.e.cfg.OnResult != nil {
 		r.e.cfg.OnResult(res)
@@ -548,7 +561,11 @@ func (e *Engine) proposeResults() {
 				break gather
 			}
 		}
-		if err := e.commitResults(batch); err != nil {
+		err := e.commitResults(batch)
+		for _, r := range batch {
+			e.outstanding.done(r.DeliveryID, r.Attempt.Number)
+		}
+		if err != nil {
 			e.log.Warn("could not commit delivery results; they will be attempted again", "results", len(batch), "err", err)
 			for _, r := range batch {
 				e.later(Ref{ProjectID: r.ProjectID, EndpointID: r.Attempt.EndpointID, DeliveryID: r.DeliveryID})

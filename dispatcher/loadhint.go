@@ -92,3 +92,40 @@ func (h *loadHints) len() int {
 	defer h.mu.Unlock()
 	return len(h.m)
 }
+
+// outstandingResults maps a delivery to the number of its attempt whose result is recorded but not
+// yet committed. It is how a load tells a second Submit of a delivery (a rebuild of the wheel from the
+// due index, a late ref of a reactivated endpoint) that arrives after the attempt but before the log
+// shows it, which would send the delivery twice, from the retry its own result schedules (whose
+// record already counts the attempt).
+type outstandingResults struct {
+	mu sync.Mutex // guards m
+	m  map[string]int
+}
+
+func (o *outstandingResults) add(deliveryID string, attempt int) {
+	o.mu.Lock()
+	if o.m == nil {
+		o.m = make(map[string]int)
+	}
+	if attempt > o.m[deliveryID] {
+		o.m[deliveryID] = attempt
+	}
+	o.mu.Unlock()
+}
+
+// done forgets attempt's result once its commit returned (a later attempt's stays).
+func (o *outstandingResults) done(deliveryID string, attempt int) {
+	o.mu.Lock()
+	if o.m[deliveryID] <= attempt {
+		delete(o.m, deliveryID)
+	}
+	o.mu.Unlock()
+}
+
+// attempt returns the outstanding attempt number of deliveryID, 0 when none.
+func (o *outstandingResults) attempt(deliveryID string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.m[deliveryID]
+}

@@ -1,6 +1,8 @@
 package dispatcher
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"testing"
@@ -104,5 +106,39 @@ func TestLoadHintsTakeReplaceAndSweep(t *testing.T) {
 	h.put(due("new", 0), t0.Add(loadHintTTL+5*time.Second)) // the old ones have expired: swept
 	if _, ok := h.take("new"); !ok || h.len() != 0 {
 		t.Fatalf("after the sweep: new taken %v, %d hints left; want true and 0", ok, h.len())
+	}
+}
+
+// TestLoadRefusesADeliveryWhoseResultIsOutstanding: between an attempt and the commit of its result
+// the record still says pending; a second Submit then (a wheel rebuild, a reactivation's requeue)
+// must not send the delivery again, while the retry the result itself schedules (its record counts
+// the attempt) must go.
+func TestLoadRefusesADeliveryWhoseResultIsOutstanding(t *testing.T) {
+	e := startEngine(t, t.TempDir(), nil)
+	e.project()
+	sk := newRecSink(t, nil)
+	eid := e.endpoint(sk.srv.URL, nil)
+	e.eng.SetActive(false) // nothing dispatches it behind the test's back
+	evid, did := e.publish(eid, `{}`)
+	e.eng.active.Store(true) // loads allowed, wheel left empty
+	defer e.eng.active.Store(false)
+	loader := storeLoader{e.eng}
+	ref := Ref{ProjectID: e.pid, EndpointID: eid, DeliveryID: did}
+
+	if j, err := loader.Load(context.Background(), ref); err != nil || j.Attempt != 1 {
+		t.Fatalf("load before any attempt = %+v, %v; want attempt 1", j, err)
+	}
+	resultSink{e.eng}.Mark(&Result{Ref: ref, Attempt: Attempt{Number: 1}})
+	if _, err := loader.Load(context.Background(), ref); !errors.Is(err, ErrNotPending) {
+		t.Fatalf("load with attempt 1's result outstanding = %v, want ErrNotPending", err)
+	}
+	// The result's own retry effect: the record it carries counts attempt 1.
+	e.eng.hints.put(&raftstore.Due{ProjectID: e.pid, EndpointID: eid, DeliveryID: did, EventID: evid, EventType: "invoice.paid", Attempts: 1}, time.Now())
+	if j, err := loader.Load(context.Background(), ref); err != nil || j.Attempt != 2 {
+		t.Fatalf("load with the retry's hint = %+v, %v; want attempt 2", j, err)
+	}
+	e.eng.outstanding.done(did, 1)
+	if j, err := loader.Load(context.Background(), ref); err != nil || j.Attempt != 1 {
+		t.Fatalf("load after the commit returned (the record unchanged: the commit failed) = %+v, %v; want attempt 1 again", j, err)
 	}
 }
