@@ -563,6 +563,9 @@ func (e *Engine) proposeResults() {
 		}
 		err := e.commitResults(batch)
 		for _, r := range batch {
+			// Hints first: a hint older than this attempt must be gone before the mark that
+			// refuses it is.
+			e.hints.dropOlder(r.DeliveryID, r.Attempt.Number)
 			e.outstanding.done(r.DeliveryID, r.Attempt.Number)
 		}
 		if err != nil {

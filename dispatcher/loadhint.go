@@ -81,6 +81,17 @@ func (h *loadHints) take(deliveryID string) (loadHint, bool) {
 	return x, ok
 }
 
+// dropOlder removes deliveryID's hint if its record predates attempt: an effect made the delivery due
+// again while that attempt was out (an endpoint reactivated as its old lane sent it), and once the
+// attempt's result is committed the hint would send the delivery again.
+func (h *loadHints) dropOlder(deliveryID string, attempt int) {
+	h.mu.Lock()
+	if x, ok := h.m[deliveryID]; ok && x.attempts < attempt {
+		delete(h.m, deliveryID)
+	}
+	h.mu.Unlock()
+}
+
 func (h *loadHints) clear() {
 	h.mu.Lock()
 	clear(h.m)

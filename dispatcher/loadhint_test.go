@@ -142,3 +142,21 @@ func TestLoadRefusesADeliveryWhoseResultIsOutstanding(t *testing.T) {
 		t.Fatalf("load after the commit returned (the record unchanged: the commit failed) = %+v, %v; want attempt 1 again", j, err)
 	}
 }
+
+// TestStaleHintIsDroppedWithItsAttemptsResult: a reactivation's effect can hint a delivery while the
+// old lane's attempt of it is out; once that attempt's result is committed the hint is stale and
+// must not send the delivery again.
+func TestStaleHintIsDroppedWithItsAttemptsResult(t *testing.T) {
+	h := newLoadHints()
+	now := time.Unix(1_800_000_000, 0)
+	h.put(&raftstore.Due{DeliveryID: "d", EventID: "ev", Attempts: 0}, now) // made due again mid-attempt 1
+	h.dropOlder("d", 1)                                                     // attempt 1's result committed
+	if _, ok := h.take("d"); ok {
+		t.Fatal("a hint older than the committed attempt survived")
+	}
+	h.put(&raftstore.Due{DeliveryID: "d", EventID: "ev", Attempts: 1}, now) // attempt 1's own retry
+	h.dropOlder("d", 1)
+	if x, ok := h.take("d"); !ok || x.attempts != 1 {
+		t.Fatalf("the retry's hint was dropped with the result that made it: %+v %v", x, ok)
+	}
+}
