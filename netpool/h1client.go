@@ -345,11 +345,7 @@ func isStale(err error) bool {
 func (p *Pool) doLean(ctx context.Context, req *Request, method string, eg *egress, res *Response) *Response {
 	u, err := url.Parse(req.URL)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // its message would repeat the URL
-		}
-		res.Err = fmt.Errorf("%w: %s %s: %w", ErrBadRequest, method, redactRaw(req.URL), err)
+		res.Err = badURL(method, req.URL, err)
 		return res
 	}
 	if u.Host == "" {

@@ -422,11 +422,7 @@ func (p *Pool) doStd(ctx context.Context, req *Request, method string, eg *egres
 
 	hreq, err := http.NewRequestWithContext(actx, method, req.URL, nil)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // its message would repeat the URL
-		}
-		res.Err = fmt.Errorf("%w: %s %s: %w", ErrBadRequest, method, redactRaw(req.URL), err)
+		res.Err = badURL(method, req.URL, err)
 		return res
 	}
 	if s := hreq.URL.Scheme; (s != "http" && s != "https") || hreq.URL.Host == "" {
@@ -548,6 +544,15 @@ func isTLS(err error) bool {
 		// crypto/tls reports an alert received from the peer (e.g. "certificate required" when a
 		// TLS 1.3 server rejects our client certificate after the handshake) under this Op.
 		(errors.As(err, &op) && op.Op == "remote error")
+}
+
+// badURL is the error for a request URL that does not parse.
+func badURL(method, raw string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // its message would repeat the URL
+	}
+	return fmt.Errorf("%w: %s %s: %w", ErrBadRequest, method, redactRaw(raw), err)
 }
 
 // redactRaw names a URL in an error without its password. An unparsable URL is shown as is.

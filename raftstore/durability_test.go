@@ -113,15 +113,7 @@ func TestCrashAfterSnapshotAndTruncation(t *testing.T) {
 	}
 	s = openTestStore(t, dir, small)
 	defer s.Close()
-	for i, id := range ids {
-		if _, err := s.Event(f.pid, id); err != nil {
-			t.Fatalf("acknowledged event %d (%s) lost: %v", i, id, err)
-		}
-	}
-	ds, _, err := s.ListDeliveries(f.pid, DeliveryFilter{Page: Page{Limit: 1000}})
-	if err != nil || len(ds) != len(ids) {
-		t.Fatalf("deliveries after recovery = %d, %v; want %d", len(ds), err, len(ids))
-	}
+	requireRecovered(t, s, f, ids)
 }
 
 // TestRestoreRejectsCorruptSnapshot checks restore verifies the stream before swapping it in.
@@ -229,20 +221,26 @@ func TestCrashLosesUnflushedStateButNoEvent(t *testing.T) {
 
 			s = openTestStore(t, dir, small)
 			defer s.Close()
-			for i, id := range ids {
-				if _, err := s.Event(f.pid, id); err != nil {
-					t.Fatalf("acknowledged event %d (%s) lost: %v", i, id, err)
-				}
-			}
-			ds, _, err := s.ListDeliveries(f.pid, DeliveryFilter{Page: Page{Limit: 1000}})
-			if err != nil || len(ds) != len(ids) {
-				t.Fatalf("deliveries after recovery = %d, %v; want %d", len(ds), err, len(ids))
-			}
+			requireRecovered(t, s, f, ids)
 			// The replayed publishes rebuilt the idempotency keys: a retried publish is a duplicate.
 			p, blob := publishCmd(f, 3, "idem-3")
 			if r := mustPropose(t, s, CmdPublish, p, blob); r.EventID != ids[3] || !r.Duplicate {
 				t.Fatalf("retried publish after recovery = %+v, want duplicate of %s", r, ids[3])
 			}
 		})
+	}
+}
+
+// requireRecovered fails unless every acknowledged event of ids, and a delivery for each, is in s.
+func requireRecovered(t *testing.T, s *Store, f fixture, ids []string) {
+	t.Helper()
+	for i, id := range ids {
+		if _, err := s.Event(f.pid, id); err != nil {
+			t.Fatalf("acknowledged event %d (%s) lost: %v", i, id, err)
+		}
+	}
+	ds, _, err := s.ListDeliveries(f.pid, DeliveryFilter{Page: Page{Limit: 1000}})
+	if err != nil || len(ds) != len(ids) {
+		t.Fatalf("deliveries after recovery = %d, %v; want %d", len(ds), err, len(ids))
 	}
 }
