@@ -269,7 +269,7 @@ func runSchedulerScale(r *runner, sc *scenarioRun) error {
 		"%s is seeded with the node stopped (see the seed row). Then a "+
 		"clean restart (SIGTERM, start on the same data): the figure is process start to the node's \"delivery engine active\" log "+
 		"line (the wheel rebuilt from the due index; the line's pending count names the row), split at raft's \"starting election\" "+
-		"into opening the store (replaying the state DB's unflushed WAL, up to its 64 MiB memtable, whatever the seeding left) and "+
+		"into opening the store (Pebble's open of the Raft log and the state DB, which a clean stop left flushed) and "+
 		"the node's start, then the election, the leader's barrier and the rebuild; peak RSS is the restarted process's VmHWM %v after that. The baseline is the same restart "+
 		"of the same node before the build",
 		r.plan.SchedBuild, fan, 100*failShare, num(float64(r.plan.SchedTarget)), 2*time.Second)
