@@ -172,6 +172,7 @@ type Dispatcher struct {
 	loader   Loader
 	sender   Sender
 	results  Results
+	marker   ResultMarker   // results, when it is one (resolved once in New); nil otherwise
 	laneCap  int            // effective per-lane in-flight cap
 	sem      chan struct{}  // global worker budget: a send holds one slot while its request is out
 	wg       sync.WaitGroup // lane and attempt goroutines
@@ -211,6 +212,7 @@ type counters struct {
 
 // New returns a Dispatcher; nothing runs until Run.
 func New(cfg Config, l Loader, s Sender, r Results) (*Dispatcher, error) {
+	marker, _ := r.(ResultMarker)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -223,6 +225,7 @@ func New(cfg Config, l Loader, s Sender, r Results) (*Dispatcher, error) {
 		loader:  l,
 		sender:  s,
 		results: r,
+		marker:  marker,
 		laneCap: cfg.laneInFlightCap(),
 		sem:     make(chan struct{}, cfg.Workers),
 		lanes:   make(map[string]*lane),

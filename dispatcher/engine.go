@@ -75,8 +75,6 @@ type Engine struct {
 	// storeDeliveryLoads counts delivery records a job had to read from the store, without a load
 	// hint (tests).
 	storeDeliveryLoads atomic.Int64
-	// outstanding holds, per delivery, the attempt number of a result recorded but not committed yet.
-	outstanding outstandingResults
 	// reassign asks Run's goroutine to re-partition the wheel after ownership changed (1-slot).
 	reassign chan struct{}
 	// retryRefs carries deliveries whose load or result commit failed back to the wheel.
@@ -325,7 +323,7 @@ type storeLoader struct{ e *Engine }
 
 func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 	e := l.e
-	h, ok := e.hints.take(ref.DeliveryID) // whatever happens next, this load has used it
+	h, ok, outstanding := e.hints.take(ref.DeliveryID) // whatever happens next, this load has used it
 	if !e.active.Load() || !e.owns(ref.ProjectID, ref.EndpointID) {
 		return nil, fmt.Errorf("%w: node is not dispatching endpoint %s", ErrNotPending, ref.EndpointID)
 	}
@@ -347,7 +345,7 @@ func (l storeLoader) Load(ctx context.Context, ref Ref) (*Job, error) {
 			h.at = *d.NextAttemptAt
 		}
 	}
-	if n := e.outstanding.attempt(ref.DeliveryID); n > h.attempts {
+	if n := outstanding; n > h.attempts {
 		// Its attempt n has been made and its result is on the way to the log, but the record (or
 		// the hint, taken from an effect before that result) does not show it yet: a Submit from
 		// a wheel rebuild, or a reactivation racing the attempt. Sending now would deliver it
@@ -502,7 +500,7 @@ func RetryPolicyOf(s *model.RetryStrategy) RetryPolicy {
 type resultSink struct{ e *Engine }
 
 // Mark notes the result as outstanding until its batch's commit returns (ResultMarker).
-func (r resultSink) Mark(res *Result) { r.e.outstanding.add(res.DeliveryID, res.Attempt.Number) }
+func (r resultSink) Mark(res *Result) { r.e.hints.mark(res.DeliveryID, res.Attempt.Number) }
 
 func (r resultSink) Record(res Result) {
 	if r.e.cfg.OnResult != nil {
@@ -563,10 +561,7 @@ func (e *Engine) proposeResults() {
 		}
 		err := e.commitResults(batch)
 		for _, r := range batch {
-			// Hints first: a hint older than this attempt must be gone before the mark that
-			// refuses it is.
-			e.hints.dropOlder(r.DeliveryID, r.Attempt.Number)
-			e.outstanding.done(r.DeliveryID, r.Attempt.Number)
+			e.hints.committed(r.DeliveryID, r.Attempt.Number)
 		}
 		if err != nil {
 			e.log.Warn("could not commit delivery results; they will be attempted again", "results", len(batch), "err", err)

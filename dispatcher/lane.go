@@ -281,8 +281,8 @@ func (l *lane) attempt(ctx context.Context, job *Job, probe bool) {
 	d := l.d
 	defer d.wg.Done()
 	res, verdict := d.send(ctx, job)
-	if m, ok := d.results.(ResultMarker); ok && verdict != verdictAborted {
-		m.Mark(&res) // before the delivery leaves pending below: no Submit can slip in between
+	if d.marker != nil && verdict != verdictAborted {
+		d.marker.Mark(&res) // before the delivery leaves pending below: no Submit can slip in between
 	}
 	now := d.cfg.Clock.Now()
 	l.mu.Lock()

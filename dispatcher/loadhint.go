@@ -37,13 +37,23 @@ type loadHint struct {
 // time, and a resend replaces the hint). An attempt started by a previous leader that is committed
 // afterwards can make a hint stale: the delivery is then sent again, which at-least-once delivery
 // and the stable delivery id already allow for such an attempt.
+//
+// The table also holds, per delivery, the number of its attempt whose result is recorded but not
+// yet committed (mark, committed). That is how a load tells a second Submit of a delivery that
+// arrives after the attempt but before the log shows it (a rebuild of the wheel from the due index, a
+// late ref of a reactivated endpoint), which would send the delivery twice, from the retry its own
+// result schedules (whose record already counts the attempt). Both live under one lock because a
+// load asks for both, and a committed result settles both.
 type loadHints struct {
-	mu    sync.Mutex // guards m and swept
-	m     map[string]loadHint
-	swept time.Time
+	mu          sync.Mutex // guards m, swept and outstanding
+	m           map[string]loadHint
+	swept       time.Time
+	outstanding map[string]int // delivery id -> attempt number of its uncommitted result
 }
 
-func newLoadHints() *loadHints { return &loadHints{m: make(map[string]loadHint)} }
+func newLoadHints() *loadHints {
+	return &loadHints{m: make(map[string]loadHint), outstanding: make(map[string]int)}
+}
 
 // put records d's hint, unless the table is full of hints younger than loadHintTTL and d has none
 // yet.
@@ -70,28 +80,44 @@ func (h *loadHints) put(d *raftstore.Due, now time.Time) {
 	h.m[d.DeliveryID] = loadHint{eventID: d.EventID, eventType: d.EventType, attempts: d.Attempts, at: d.At, added: now}
 }
 
-// take removes and returns the hint for deliveryID.
-func (h *loadHints) take(deliveryID string) (loadHint, bool) {
+// take removes and returns the hint for deliveryID, and the number of its attempt whose result is
+// not committed yet (0 when none).
+func (h *loadHints) take(deliveryID string) (x loadHint, ok bool, outstanding int) {
 	h.mu.Lock()
-	x, ok := h.m[deliveryID]
+	x, ok = h.m[deliveryID]
 	if ok {
 		delete(h.m, deliveryID)
 	}
+	outstanding = h.outstanding[deliveryID]
 	h.mu.Unlock()
-	return x, ok
+	return x, ok, outstanding
 }
 
-// dropOlder removes deliveryID's hint if its record predates attempt: an effect made the delivery due
-// again while that attempt was out (an endpoint reactivated as its old lane sent it), and once the
-// attempt's result is committed the hint would send the delivery again.
-func (h *loadHints) dropOlder(deliveryID string, attempt int) {
+// mark notes attempt's result as recorded but not committed.
+func (h *loadHints) mark(deliveryID string, attempt int) {
+	h.mu.Lock()
+	if attempt > h.outstanding[deliveryID] {
+		h.outstanding[deliveryID] = attempt
+	}
+	h.mu.Unlock()
+}
+
+// committed settles attempt's result once its commit returned (committed or not): the mark goes
+// (unless a later attempt's is there), and so does a hint whose record predates the attempt. Such a
+// hint comes from an effect that made the delivery due again while that attempt was out (an endpoint
+// reactivated as its old lane sent it); with the mark gone it would send the delivery again.
+func (h *loadHints) committed(deliveryID string, attempt int) {
 	h.mu.Lock()
 	if x, ok := h.m[deliveryID]; ok && x.attempts < attempt {
 		delete(h.m, deliveryID)
 	}
+	if h.outstanding[deliveryID] <= attempt {
+		delete(h.outstanding, deliveryID)
+	}
 	h.mu.Unlock()
 }
 
+// clear drops every hint; the marks stay, their results are still on the way to the log.
 func (h *loadHints) clear() {
 	h.mu.Lock()
 	clear(h.m)
@@ -102,41 +128,4 @@ func (h *loadHints) len() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.m)
-}
-
-// outstandingResults maps a delivery to the number of its attempt whose result is recorded but not
-// yet committed. It is how a load tells a second Submit of a delivery (a rebuild of the wheel from the
-// due index, a late ref of a reactivated endpoint) that arrives after the attempt but before the log
-// shows it, which would send the delivery twice, from the retry its own result schedules (whose
-// record already counts the attempt).
-type outstandingResults struct {
-	mu sync.Mutex // guards m
-	m  map[string]int
-}
-
-func (o *outstandingResults) add(deliveryID string, attempt int) {
-	o.mu.Lock()
-	if o.m == nil {
-		o.m = make(map[string]int)
-	}
-	if attempt > o.m[deliveryID] {
-		o.m[deliveryID] = attempt
-	}
-	o.mu.Unlock()
-}
-
-// done forgets attempt's result once its commit returned (a later attempt's stays).
-func (o *outstandingResults) done(deliveryID string, attempt int) {
-	o.mu.Lock()
-	if o.m[deliveryID] <= attempt {
-		delete(o.m, deliveryID)
-	}
-	o.mu.Unlock()
-}
-
-// attempt returns the outstanding attempt number of deliveryID, 0 when none.
-func (o *outstandingResults) attempt(deliveryID string) int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.m[deliveryID]
 }

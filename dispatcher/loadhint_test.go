@@ -84,15 +84,15 @@ func TestLoadHintsTakeReplaceAndSweep(t *testing.T) {
 		return &raftstore.Due{DeliveryID: id, EventID: "ev-" + id, EventType: "t", Attempts: attempts, At: t0}
 	}
 	h.put(&raftstore.Due{DeliveryID: "bare"}, t0) // no record carried: no hint
-	if _, ok := h.take("bare"); ok {
+	if _, ok, _ := h.take("bare"); ok {
 		t.Fatal("a Due without the record made a hint")
 	}
 	h.put(due("a", 0), t0)
 	h.put(due("a", 1), t0) // a newer effect replaces
-	if x, ok := h.take("a"); !ok || x.attempts != 1 || x.eventID != "ev-a" {
+	if x, ok, _ := h.take("a"); !ok || x.attempts != 1 || x.eventID != "ev-a" {
 		t.Fatalf("take(a) = %+v, %v; want the newer hint", x, ok)
 	}
-	if _, ok := h.take("a"); ok {
+	if _, ok, _ := h.take("a"); ok {
 		t.Fatal("a hint was taken twice")
 	}
 
@@ -100,11 +100,11 @@ func TestLoadHintsTakeReplaceAndSweep(t *testing.T) {
 		h.put(due(strconv.Itoa(i), 0), t0)
 	}
 	h.put(due("new", 0), t0.Add(2*time.Second)) // full of young hints: refused
-	if _, ok := h.take("new"); ok {
+	if _, ok, _ := h.take("new"); ok {
 		t.Fatal("a full table took a hint without sweeping anything")
 	}
 	h.put(due("new", 0), t0.Add(loadHintTTL+5*time.Second)) // the old ones have expired: swept
-	if _, ok := h.take("new"); !ok || h.len() != 0 {
+	if _, ok, _ := h.take("new"); !ok || h.len() != 0 {
 		t.Fatalf("after the sweep: new taken %v, %d hints left; want true and 0", ok, h.len())
 	}
 }
@@ -137,7 +137,7 @@ func TestLoadRefusesADeliveryWhoseResultIsOutstanding(t *testing.T) {
 	if j, err := loader.Load(context.Background(), ref); err != nil || j.Attempt != 2 {
 		t.Fatalf("load with the retry's hint = %+v, %v; want attempt 2", j, err)
 	}
-	e.eng.outstanding.done(did, 1)
+	e.eng.hints.committed(did, 1)
 	if j, err := loader.Load(context.Background(), ref); err != nil || j.Attempt != 1 {
 		t.Fatalf("load after the commit returned (the record unchanged: the commit failed) = %+v, %v; want attempt 1 again", j, err)
 	}
@@ -150,13 +150,14 @@ func TestStaleHintIsDroppedWithItsAttemptsResult(t *testing.T) {
 	h := newLoadHints()
 	now := time.Unix(1_800_000_000, 0)
 	h.put(&raftstore.Due{DeliveryID: "d", EventID: "ev", Attempts: 0}, now) // made due again mid-attempt 1
-	h.dropOlder("d", 1)                                                     // attempt 1's result committed
-	if _, ok := h.take("d"); ok {
+	h.committed("d", 1)                                                     // attempt 1's result committed
+	if _, ok, _ := h.take("d"); ok {
 		t.Fatal("a hint older than the committed attempt survived")
 	}
 	h.put(&raftstore.Due{DeliveryID: "d", EventID: "ev", Attempts: 1}, now) // attempt 1's own retry
-	h.dropOlder("d", 1)
-	if x, ok := h.take("d"); !ok || x.attempts != 1 {
-		t.Fatalf("the retry's hint was dropped with the result that made it: %+v %v", x, ok)
+	h.mark("d", 2)                                                          // attempt 2 sent from that hint, its result not committed yet
+	h.committed("d", 1)
+	if x, ok, n := h.take("d"); !ok || x.attempts != 1 || n != 2 {
+		t.Fatalf("after attempt 1's commit: hint %+v %v, outstanding %d; want the retry's hint and attempt 2's mark", x, ok, n)
 	}
 }
