@@ -29,9 +29,15 @@ import (
 //	                     created
 //	results  (format 1): count, then per result: project delivery status next disable at
 //	                     attempt (length-prefixed attempt record; length 0 = none)
+//	event    (format 1): uid project event_type endpoint owner headers idempotency_key source created
+//	                     (the event's matched endpoints and data are records of their own)
+//	targets  (format 1): count+1 (0 = nil), then the endpoint ids
 //	status:  one byte, model.DeliveryStatus.Code(); 0xff is followed by the status as a string
 //	time:    zone (0 = UTC, 1 = fixed offset followed by offset seconds), unix seconds, nanoseconds
 //	header:  count+1 (0 = nil), then per name: name, values count+1 (0 = nil), values
+//	headers (an event's): count+1 (0 = nil), then name, value pairs in name order
+//
+// JSON targets records start with '[' (or are "null").
 //
 // Decoders check every length against what is left and refuse trailing bytes; they return errors,
 // never panic, whatever the input (FuzzDecodeDelivery and friends).
@@ -39,6 +45,8 @@ const (
 	formatDelivery = 1
 	formatAttempt  = 1
 	formatResults  = 1
+	formatEvent    = 1
+	formatTargets  = 1
 	statusLiteral  = 0xff
 )
 
@@ -107,6 +115,24 @@ func (e *enc) header(h http.Header) {
 		for _, v := range vs {
 			e.str(v)
 		}
+	}
+}
+
+// strMap writes a string map in key order, so a record's bytes are a function of its content.
+func (e *enc) strMap(m map[string]string) {
+	if m == nil {
+		e.uint(0)
+		return
+	}
+	e.uint(uint64(len(m)) + 1)
+	keys := make([]string, 0, 16)
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		e.str(k)
+		e.str(m[k])
 	}
 }
 
@@ -478,4 +504,85 @@ func decodeResults(meta []byte, headers bool) (rs []AttemptResult, raw [][]byte,
 		return nil, nil, err
 	}
 	return rs, raw, nil
+}
+
+// appendEvent encodes an event's record: everything but its matched endpoints and data, which are
+// stored apart (the endpoints can be many; the data is compressed).
+func appendEvent(b []byte, x *model.Event) []byte {
+	e := enc{b}
+	e.byte(formatEvent)
+	e.str(x.UID)
+	e.str(x.ProjectID)
+	e.str(x.EventType)
+	e.str(x.EndpointID)
+	e.str(x.OwnerID)
+	e.strMap(x.Headers)
+	e.str(x.IdempotencyKey)
+	e.str(x.SourceID)
+	e.time(x.CreatedAt)
+	return e.b
+}
+
+// decodeEvent reads an event record in either format into x. Endpoints and Data are left as the
+// record has them: nil in the binary form (JSON records of earlier versions say null).
+func decodeEvent(v []byte, x *model.Event) error {
+	if len(v) > 0 && v[0] == '{' {
+		return json.Unmarshal(v, x)
+	}
+	d := dec{s: string(v)}
+	if f := d.byte(); d.err == nil && f != formatEvent {
+		return fmt.Errorf("%w: event format %d", errCodec, f)
+	}
+	*x = model.Event{UID: d.str(), ProjectID: d.str(), EventType: d.str(), EndpointID: d.str(), OwnerID: d.str()}
+	if n, isNil := d.nilCount(2); !isNil {
+		x.Headers = make(map[string]string, n)
+		for range n {
+			k := d.str()
+			x.Headers[k] = d.str()
+		}
+	}
+	x.IdempotencyKey = d.str()
+	x.SourceID = d.str()
+	x.CreatedAt = d.time()
+	return d.done()
+}
+
+// appendTargets encodes an event's matched endpoint ids.
+func appendTargets(b []byte, ids []string) []byte {
+	e := enc{b}
+	e.byte(formatTargets)
+	if ids == nil {
+		e.uint(0)
+		return e.b
+	}
+	e.uint(uint64(len(ids)) + 1)
+	for _, id := range ids {
+		e.str(id)
+	}
+	return e.b
+}
+
+// decodeTargets reads a matched-endpoints record in either format.
+func decodeTargets(v []byte) ([]string, error) {
+	if len(v) > 0 && (v[0] == '[' || v[0] == 'n') {
+		var ids []string
+		err := json.Unmarshal(v, &ids)
+		return ids, err
+	}
+	d := dec{s: string(v)}
+	if f := d.byte(); d.err == nil && f != formatTargets {
+		return nil, fmt.Errorf("%w: targets format %d", errCodec, f)
+	}
+	n, isNil := d.nilCount(1)
+	var ids []string
+	if !isNil {
+		ids = make([]string, n)
+		for i := range ids {
+			ids[i] = d.str()
+		}
+	}
+	if err := d.done(); err != nil {
+		return nil, err
+	}
+	return ids, nil
 }

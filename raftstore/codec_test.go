@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/sluice-gw/sluice/model"
 )
 
@@ -59,6 +61,21 @@ func sampleAttempts() []model.Attempt {
 	return append(out, model.Attempt{})
 }
 
+func sampleEvents() []model.Event {
+	var out []model.Event
+	for i, at := range sampleTimes() {
+		ev := model.Event{UID: model.NewID(at), ProjectID: "p1", EventType: "invoice.paid", CreatedAt: at}
+		switch i % 3 {
+		case 0:
+			ev.Headers, ev.IdempotencyKey, ev.OwnerID = map[string]string{"X-A": "1", "X-B": "two ✓", "X-Empty": ""}, "idem \"k\"", "owner"
+		case 1:
+			ev.Headers, ev.EndpointID, ev.SourceID = map[string]string{}, "ep", "src"
+		}
+		out = append(out, ev)
+	}
+	return append(out, model.Event{})
+}
+
 // The API renders these records as JSON: the binary form must give back exactly what a JSON round
 // trip gave (nil and empty headers, zones, nanoseconds).
 func TestCodecRoundTripKeepsAPIJSON(t *testing.T) {
@@ -74,6 +91,35 @@ func TestCodecRoundTripKeepsAPIJSON(t *testing.T) {
 		}
 		if out, _ := json.Marshal(&got); !bytes.Equal(out, viaJSON) {
 			t.Errorf("delivery:\n got %s\nwant %s", out, viaJSON)
+		}
+	}
+	for _, ev := range sampleEvents() {
+		viaJSON, _ := json.Marshal(&ev) // as the FSM wrote it before: no endpoints, no data
+		var fromJSON model.Event
+		if err := decodeEvent(viaJSON, &fromJSON); err != nil {
+			t.Fatalf("decode JSON event %s: %v", viaJSON, err)
+		}
+		fromJSON.Data = nil // JSON records say "data":null, which EventData keeps as text
+		var got model.Event
+		if err := decodeEvent(appendEvent(nil, &fromJSON), &got); err != nil {
+			t.Fatalf("decode binary event %+v: %v", ev, err)
+		}
+		if out, _ := json.Marshal(&got); !bytes.Equal(out, viaJSON) {
+			t.Errorf("event:\n got %s\nwant %s", out, viaJSON)
+		}
+	}
+	for _, ids := range [][]string{nil, {}, {"a"}, {model.NewID(time.Now()), "", "ep ✓"}} {
+		viaJSON, _ := json.Marshal(ids)
+		fromJSON, err := decodeTargets(viaJSON)
+		if err != nil {
+			t.Fatalf("decode JSON targets %s: %v", viaJSON, err)
+		}
+		got, err := decodeTargets(appendTargets(nil, fromJSON))
+		if err != nil {
+			t.Fatalf("decode binary targets %q: %v", ids, err)
+		}
+		if out, _ := json.Marshal(got); !bytes.Equal(out, viaJSON) {
+			t.Errorf("targets:\n got %s\nwant %s", out, viaJSON)
 		}
 	}
 	for _, a := range sampleAttempts() {
@@ -134,12 +180,17 @@ func TestResultsCodecRoundTrip(t *testing.T) {
 func TestDecodersRefuseDamage(t *testing.T) {
 	d := sampleDeliveries()[1]
 	a := sampleAttempts()[0]
+	ev := sampleEvents()[0]
 	good := map[string][]byte{
+		"event":    appendEvent(nil, &ev),
+		"targets":  appendTargets(nil, []string{"ep1", "ep2"}),
 		"delivery": appendDelivery(nil, &d),
 		"attempt":  appendAttempt(nil, &a),
 		"results":  NewResultsCommand([]AttemptResult{{ProjectID: "p", DeliveryID: "d", Status: model.StatusSuccess, Attempt: &a}}).Meta,
 	}
 	decoders := map[string]func([]byte) error{
+		"event":    func(v []byte) error { var x model.Event; return decodeEvent(v, &x) },
+		"targets":  func(v []byte) error { _, err := decodeTargets(v); return err },
 		"delivery": func(v []byte) error { var x model.Delivery; return decodeDelivery(v, &x) },
 		"attempt":  func(v []byte) error { var x model.Attempt; return decodeAttempt(v, &x) },
 		"results":  func(v []byte) error { _, _, err := decodeResults(v, false); return err },
@@ -200,6 +251,41 @@ func FuzzDecodeDelivery(f *testing.F) {
 		var again model.Delivery
 		if err := decodeDelivery(appendDelivery(nil, &d), &again); err != nil {
 			t.Fatalf("re-encoded delivery does not decode: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeEvent(f *testing.F) {
+	fuzzSeeds(f, func() (out [][]byte) {
+		for _, ev := range sampleEvents() {
+			out = append(out, appendEvent(nil, &ev))
+		}
+		return out
+	})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		var ev model.Event
+		if decodeEvent(v, &ev) != nil || v[0] == '{' {
+			return
+		}
+		var again model.Event
+		if err := decodeEvent(appendEvent(nil, &ev), &again); err != nil {
+			t.Fatalf("re-encoded event does not decode: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeTargets(f *testing.F) {
+	fuzzSeeds(f, func() [][]byte {
+		return [][]byte{appendTargets(nil, nil), appendTargets(nil, []string{"a", "bc"}), []byte(`["a"]`), []byte(`null`)}
+	})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		ids, err := decodeTargets(v)
+		if err != nil || v[0] == '[' || v[0] == 'n' {
+			return
+		}
+		again, err := decodeTargets(appendTargets(nil, ids))
+		if err != nil || !slices.Equal(again, ids) || (again == nil) != (ids == nil) {
+			t.Fatalf("targets %q re-encoded decode as %q, %v", ids, again, err)
 		}
 	})
 }
@@ -342,5 +428,59 @@ func TestEventForDeliveryHeaders(t *testing.T) {
 				t.Fatalf("headers %s, data %q; want %s", got, ev.Data, want)
 			}
 		})
+	}
+}
+
+// Event and matched-endpoint records written as JSON by earlier versions read as the binary ones do.
+func TestJSONEventRecordsReadAsBinaryOnes(t *testing.T) {
+	s := openTestStore(t, t.TempDir(), nil)
+	defer s.Close()
+	f := setupProject(t, s)
+	p, blob := publishCmd(f, 1, "idem-1")
+	p.Event.Headers, p.Event.Endpoints = map[string]string{"X-Custom": "c"}, []string{f.eid}
+	mustPropose(t, s, CmdPublish, p, blob)
+	read := func() (ev *model.Event, list []*model.Event, forDelivery *model.Event) {
+		t.Helper()
+		ev, err := s.Event(f.pid, p.Event.UID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if list, _, err = s.ListEvents(f.pid, EventFilter{}); err != nil || len(list) != 1 {
+			t.Fatalf("list events: %d, %v", len(list), err)
+		}
+		if forDelivery, err = s.EventForDelivery(f.pid, p.Event.UID); err != nil {
+			t.Fatal(err)
+		}
+		return ev, list, forDelivery
+	}
+	binEv, binList, binFor := read()
+	if binEv.Headers["X-Custom"] != "c" || len(binEv.Endpoints) != 1 || binEv.Endpoints[0] != f.eid ||
+		binEv.IdempotencyKey != "idem-1" || string(binEv.Data) != `{"n": 1}` {
+		t.Fatalf("binary records read back as %+v", binEv)
+	}
+
+	legacy := p.Event
+	legacy.Endpoints, legacy.Data = nil, nil
+	evJSON, _ := json.Marshal(&legacy)
+	targetsJSON, _ := json.Marshal([]string{f.eid})
+	err := s.st.view(func(db *pebble.DB) error {
+		if err := db.Set(key(tagEvent, f.pid, p.Event.UID), evJSON, pebble.NoSync); err != nil {
+			return err
+		}
+		return db.Set(key(tagEventTargets, f.pid, p.Event.UID), targetsJSON, pebble.NoSync)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonEv, jsonList, jsonFor := read()
+	for _, c := range []struct {
+		what      string
+		got, want any
+	}{{"Event", jsonEv, binEv}, {"ListEvents", jsonList, binList}, {"EventForDelivery", jsonFor, binFor}} {
+		got, _ := json.Marshal(c.got)
+		want, _ := json.Marshal(c.want)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s from JSON records:\n got %s\nwant %s", c.what, got, want)
+		}
 	}
 }

@@ -770,8 +770,12 @@ func (a *applier) publish(p *Publish, data []byte) (Result, error) {
 		ev.Data = nil
 		targets := ev.Endpoints
 		ev.Endpoints = nil
-		a.setJSON(key(tagEvent, pid, ev.UID), ev)
-		a.setJSON(key(tagEventTargets, pid, ev.UID), targets)
+		a.buf = appendEvent(a.buf[:0], ev)
+		a.kbuf = appendKey(a.kbuf[:0], tagEvent, pid, ev.UID)
+		a.b.Set(a.kbuf, a.buf, nil)
+		a.buf = appendTargets(a.buf[:0], targets)
+		a.kbuf = appendKey(a.kbuf[:0], tagEventTargets, pid, ev.UID)
+		a.b.Set(a.kbuf, a.buf, nil)
 		a.b.Set(key(tagEventData, pid, ev.UID), data, nil)
 		if len(p.Targets) > 0 {
 			// data aliases the whole Raft entry (up to 4 MiB); a cached copy must not pin it.

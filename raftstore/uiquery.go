@@ -278,7 +278,7 @@ func (s *Store) QueryEvents(pid string, q EventQuery) ([]*model.Event, string, e
 				}
 			}
 			var ev model.Event
-			if err := getJSON(db, key(tagEvent, pid, evid), &ev); err != nil {
+			if err := getEvent(db, pid, evid, &ev); err != nil {
 				if errors.Is(err, ErrNotFound) {
 					return true, nil
 				}
