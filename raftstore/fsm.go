@@ -16,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
+	"github.com/klauspost/compress/s2"
 	"github.com/sluice-gw/sluice/model"
 )
 
@@ -235,9 +236,22 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 func batchSizeFor(logs []*raft.Log) int {
 	n := 0
 	for _, l := range logs {
-		n += len(l.Data)
+		n += entryLen(l.Data)
 	}
 	return min(2*n+1024, maxBatchReserve)
+}
+
+// entryLen is an entry's length once expanded: a compressed entry (codec 2) writes what it expands
+// to, and a results entry expands about thirteen times (its attempts repeat ids and headers), so
+// estimating from the stored bytes grew the batch several times per apply. The header says; a
+// damaged one counts as stored.
+func entryLen(data []byte) int {
+	if len(data) >= 1 && data[0] == entryCompressed {
+		if n, err := s2.DecodedLen(data[1:]); err == nil && n <= maxEntryLen {
+			return n
+		}
+	}
+	return len(data)
 }
 
 // maxBatchReserve caps batchSizeFor: room for a results entry of 1,024 attempts of ~1.5 KiB.

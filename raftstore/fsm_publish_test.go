@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/klauspost/compress/s2"
 	"github.com/sluice-gw/sluice/model"
 )
 
@@ -127,6 +128,8 @@ func TestBatchSizeFor(t *testing.T) {
 		{"a results entry", entries(1 << 20), 2<<20 + 1024},
 		{"several entries add up", entries(1000, 2000, 3000), 13024},
 		{"capped", entries(4<<20, 4<<20, 4<<20), maxBatchReserve},
+		{"a compressed entry counts expanded", []*raft.Log{{Data: append([]byte{entryCompressed}, s2.Encode(nil, make([]byte, 5000))...)}}, 11024},
+		{"a damaged compressed entry counts as stored", []*raft.Log{{Data: []byte{entryCompressed, 0xff}}}, 1028},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := batchSizeFor(tt.logs); got != tt.want {
