@@ -352,7 +352,12 @@ func decodeDelivery(v []byte, x *model.Delivery) error {
 	if len(v) > 0 && v[0] == '{' {
 		return json.Unmarshal(v, x)
 	}
-	d := dec{s: string(v)}
+	return decodeDeliveryString(string(v), x)
+}
+
+// decodeDeliveryString decodes a binary delivery record; its strings are substrings of s.
+func decodeDeliveryString(s string, x *model.Delivery) error {
+	d := dec{s: s}
 	if f := d.byte(); d.err == nil && f != formatDelivery {
 		return fmt.Errorf("%w: delivery format %d", errCodec, f)
 	}

@@ -110,6 +110,8 @@ type FSM struct {
 	log       *slog.Logger
 	// observe is set before raft starts and never changed; called on the FSM goroutine.
 	observe func(Effects)
+	// recs is the pending deliveries' records; used on the FSM goroutine only.
+	recs *recordCache
 }
 
 var (
@@ -118,7 +120,7 @@ var (
 )
 
 func newFSM(st *stateDB, log *slog.Logger, observe func(Effects)) (*FSM, error) {
-	f := &FSM{st: st, log: log, observe: observe}
+	f := &FSM{st: st, log: log, observe: observe, recs: newRecordCache(recordCacheMax)}
 	ch := make(chan struct{})
 	f.appliedCh.Store(&ch)
 	if f.observe == nil {
@@ -133,6 +135,7 @@ func newFSM(st *stateDB, log *slog.Logger, observe func(Effects)) (*FSM, error) 
 // reload re-reads the applied index and the catalog after open or restore, and starts rebuilding the
 // idempotency key filter (see keyFilter: until it is complete, lookups read Pebble).
 func (f *FSM) reload() error {
+	f.recs.clear()
 	flt := newKeyFilter()
 	f.idem.Store(flt)
 	go flt.build(f.st, f.idem.Load)
@@ -171,6 +174,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	applied := f.applied.Load()
 	var ap applier
+	ap.recs = f.recs
 	ap.cat = f.cat.Load()
 	ap.idem = f.idem.Load()
 	var last uint64
@@ -319,10 +323,18 @@ type applier struct {
 	health map[string]*model.EndpointHealth
 	// buf and kbuf are reused to encode values and keys; pebble copies both on Set.
 	buf, kbuf []byte
+	// recs is the FSM's cache of pending deliveries' records, kept in step by putDelivery.
+	recs *recordCache
 }
 
-// getDelivery reads a delivery record (binary, or JSON as written by earlier versions).
+// getDelivery reads a delivery record (binary, or JSON as written by earlier versions), from the
+// cache of pending deliveries when it holds it.
 func (a *applier) getDelivery(pid, did string, d *model.Delivery) error {
+	if rec, ok := a.recs.get(did); ok {
+		if err := decodeDeliveryString(rec, d); err == nil && d.ProjectID == pid {
+			return nil
+		}
+	}
 	a.kbuf = appendKey(a.kbuf[:0], tagDelivery, pid, did)
 	val, closer, err := a.b.Get(a.kbuf)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -338,10 +350,13 @@ func (a *applier) getDelivery(pid, did string, d *model.Delivery) error {
 	return nil
 }
 
+// putDelivery writes a delivery record; it is the only writer of delivery records, which keeps the
+// record cache in step.
 func (a *applier) putDelivery(d *model.Delivery) {
 	a.buf = appendDelivery(a.buf[:0], d)
 	a.kbuf = appendKey(a.kbuf[:0], tagDelivery, d.ProjectID, d.UID)
 	a.b.Set(a.kbuf, a.buf, nil)
+	a.recs.put(d.UID, a.buf, d.Status.Pending())
 }
 
 func (a *applier) apply(c *Command) Result {
@@ -631,6 +646,7 @@ func (a *applier) deleteProject(pid string) error {
 		p := key(tag, pid)
 		a.b.DeleteRange(p, prefixEnd(p), nil)
 	}
+	a.recs.clear() // the project's delivery records are gone
 	for _, e := range a.cat.projectEndpoints(pid) {
 		a.eff.Endpoints = append(a.eff.Endpoints, EndpointChange{ProjectID: pid, EndpointID: e.UID, Deleted: true})
 	}
