@@ -117,13 +117,22 @@ func TestThreeNodeClusterSurvivesLosingItsLeader(t *testing.T) {
 	}))
 	defer sink.Close()
 
+	// A follower that has not yet heard which node leads answers 503 "retry", as documented; a
+	// client retries, and so does the test.
 	var proj, ep struct{ UID string }
-	if c := nodes[2].p.call("POST", "/projects", map[string]any{"name": "ha"}, &proj); c != 201 {
-		t.Fatalf("create project through a follower: %d", c)
+	createThrough := func(n *clusterNode, what, path string, body map[string]any, out any) {
+		t.Helper()
+		c := 0
+		waitFor(t, what+" through "+n.id, func() bool {
+			c = n.p.call("POST", path, body, out)
+			return c != http.StatusServiceUnavailable
+		})
+		if c != http.StatusCreated {
+			t.Fatalf("create %s through %s: %d", what, n.id, c)
+		}
 	}
-	if c := nodes[1].p.call("POST", "/projects/"+proj.UID+"/endpoints", map[string]any{"url": sink.URL}, &ep); c != 201 {
-		t.Fatalf("create endpoint: %d", c)
-	}
+	createThrough(nodes[2], "project", "/projects", map[string]any{"name": "ha"}, &proj)
+	createThrough(nodes[1], "endpoint", "/projects/"+proj.UID+"/endpoints", map[string]any{"url": sink.URL}, &ep)
 
 	// Publish continuously to all three nodes.
 	var (
