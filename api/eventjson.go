@@ -20,18 +20,53 @@ import (
 // encoder here writes the same bytes in one pass over the data, into a pooled buffer, with one
 // Write. Anything it is not sure of (an out-of-range time, data that is not JSON or nested very
 // deep) goes back to encoding/json, so the output stays what writeJSON writes; eventjson_test.go
-// compares the two byte for byte.
+// compares the two byte for byte. Getting one event and listing events (up to 1000 with their data)
+// share the same parts, so they use it too.
 
 // eventBufPool holds response buffers; one publish response is ~0.4 KiB plus its data.
 var eventBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// maxPooledEventBuf keeps a rare large response (1 MiB of data) from pinning its buffer in the pool.
+// maxPooledEventBuf keeps a rare large response (1 MiB of data, a page of events) from pinning its
+// buffer in the pool.
 const maxPooledEventBuf = 64 << 10
+
+type replyKind uint8
+
+const (
+	replyPublished replyKind = iota // eventOut{ev, matched}: publish and replay
+	replyEvent                      // ev itself: get
+	replyPage                       // pageData{list, page}: list
+)
+
+// eventReply is a response body writeEventReply encodes without reflection; slow is the value
+// writeJSON would have been given.
+type eventReply struct {
+	kind    replyKind
+	ev      *model.Event
+	matched int
+	list    []*model.Event
+	page    pagination
+}
+
+func (r *eventReply) slow() any {
+	switch r.kind {
+	case replyEvent:
+		return r.ev
+	case replyPage:
+		return pageData{Content: r.list, Pagination: r.page}
+	}
+	return eventOut{Event: r.ev, MatchedEndpoints: r.matched}
+}
 
 // writeEventJSON writes what writeJSON(w, code, msg, eventOut{ev, matched}) writes.
 func writeEventJSON(w http.ResponseWriter, code int, msg string, ev *model.Event, matched int) {
+	writeEventReply(w, code, msg, &eventReply{kind: replyPublished, ev: ev, matched: matched})
+}
+
+// writeEventReply writes what writeJSON(w, code, msg, r.slow()) writes.
+func writeEventReply(w http.ResponseWriter, code int, msg string, r *eventReply) {
 	bp := eventBufPool.Get().(*[]byte)
-	b, ok := appendEventEnvelope((*bp)[:0], code, msg, ev, matched)
+	b, ok := appendEventReply((*bp)[:0], code, msg, r)
 	if ok {
 		w.Header()["Content-Type"] = []string{"application/json"} // Set, minus canonicalising a canonical key
 		w.WriteHeader(code)
@@ -42,29 +77,71 @@ func writeEventJSON(w http.ResponseWriter, code int, msg string, ev *model.Event
 		eventBufPool.Put(bp)
 	}
 	if !ok {
-		writeJSON(w, code, msg, eventOut{Event: ev, MatchedEndpoints: matched})
+		writeJSON(w, code, msg, r.slow())
 	}
 }
 
-// appendEventEnvelope appends encoding/json's encoding (HTML escaping off, trailing newline) of
-// envelope{code < 400, msg, eventOut{ev, matched}}. It reports false, with b's content undefined past
-// its original length, for a shape it leaves to encoding/json.
-func appendEventEnvelope(b []byte, code int, msg string, ev *model.Event, matched int) ([]byte, bool) {
-	if ev == nil {
-		return b, false
-	}
+// appendEventReply appends encoding/json's encoding (HTML escaping off, trailing newline) of
+// envelope{code < 400, msg, r.slow()}. It reports false, with b's content undefined past its
+// original length, for a shape it leaves to encoding/json.
+func appendEventReply(b []byte, code int, msg string, r *eventReply) ([]byte, bool) {
 	b = append(b, `{"status":`...)
 	b = strconv.AppendBool(b, code < 400)
 	b = append(b, `,"message":`...)
 	b = appendJSONString(b, msg)
 	b = append(b, `,"data":`...)
-	b, ok := appendEventFields(b, ev)
-	if !ok {
+	var ok bool
+	switch r.kind {
+	case replyPublished:
+		if r.ev == nil { // eventOut would leave the embedded fields out: never seen, not worth a path
+			return b, false
+		}
+		if b, ok = appendEventFields(b, r.ev); !ok {
+			return b, false
+		}
+		b = append(b, `,"matched_endpoints":`...)
+		b = strconv.AppendInt(b, int64(r.matched), 10)
+		b = append(b, '}')
+	case replyEvent:
+		if r.ev == nil {
+			return b, false
+		}
+		if b, ok = appendEventFields(b, r.ev); !ok {
+			return b, false
+		}
+		b = append(b, '}')
+	case replyPage:
+		b = append(b, `{"content":`...)
+		if r.list == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, ev := range r.list {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				if ev == nil {
+					b = append(b, "null"...)
+					continue
+				}
+				if b, ok = appendEventFields(b, ev); !ok {
+					return b, false
+				}
+				b = append(b, '}')
+			}
+			b = append(b, ']')
+		}
+		b = append(b, `,"pagination":{"per_page":`...)
+		b = strconv.AppendInt(b, int64(r.page.PerPage), 10)
+		b = append(b, `,"has_next_page":`...)
+		b = strconv.AppendBool(b, r.page.HasNextPage)
+		b = append(b, `,"next_page_cursor":`...)
+		b = appendJSONString(b, r.page.NextPageCursor)
+		b = append(b, "}}"...)
+	default:
 		return b, false
 	}
-	b = append(b, `,"matched_endpoints":`...)
-	b = strconv.AppendInt(b, int64(matched), 10)
-	return append(b, "}}\n"...), true
+	return append(b, "}\n"...), true
 }
 
 // appendEventFields appends model.Event's JSON object without its closing brace, so eventOut can

@@ -31,26 +31,38 @@ func benchEvent() *model.Event {
 }
 
 // viaEncodingJSON and viaFast record what the two writers put on the wire.
-func viaEncodingJSON(code int, msg string, ev *model.Event, matched int) *httptest.ResponseRecorder {
+func viaEncodingJSON(code int, msg string, r *eventReply) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
-	writeJSON(w, code, msg, eventOut{Event: ev, MatchedEndpoints: matched})
+	writeJSON(w, code, msg, r.slow())
 	return w
 }
 
-func viaFast(code int, msg string, ev *model.Event, matched int) *httptest.ResponseRecorder {
+func viaFast(code int, msg string, r *eventReply) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
-	writeEventJSON(w, code, msg, ev, matched)
+	writeEventReply(w, code, msg, r)
 	return w
 }
 
-func checkSameResponse(t *testing.T, code int, msg string, ev *model.Event, matched int) {
+// replies are the bodies writeEventReply knows, built around ev: published, fetched, and a page
+// holding it twice (and a nil) as well as an empty and a nil page.
+func replies(ev *model.Event, matched int, cursor string) []*eventReply {
+	return []*eventReply{
+		{kind: replyPublished, ev: ev, matched: matched},
+		{kind: replyEvent, ev: ev},
+		{kind: replyPage, list: []*model.Event{ev, nil, ev}, page: pagination{PerPage: matched, HasNextPage: true, NextPageCursor: cursor}},
+		{kind: replyPage, list: []*model.Event{}, page: pagination{PerPage: 20}},
+		{kind: replyPage, page: pagination{NextPageCursor: cursor}},
+	}
+}
+
+func checkSameResponse(t *testing.T, code int, msg string, r *eventReply) {
 	t.Helper()
-	want, got := viaEncodingJSON(code, msg, ev, matched), viaFast(code, msg, ev, matched)
+	want, got := viaEncodingJSON(code, msg, r), viaFast(code, msg, r)
 	if got.Code != want.Code || got.Header().Get("Content-Type") != want.Header().Get("Content-Type") {
-		t.Fatalf("status/type %d %q, want %d %q", got.Code, got.Header().Get("Content-Type"), want.Code, want.Header().Get("Content-Type"))
+		t.Fatalf("kind %d: status/type %d %q, want %d %q", r.kind, got.Code, got.Header().Get("Content-Type"), want.Code, want.Header().Get("Content-Type"))
 	}
 	if !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) {
-		t.Fatalf("body differs from encoding/json's\n got: %q\nwant: %q", got.Body.Bytes(), want.Body.Bytes())
+		t.Fatalf("kind %d: body differs from encoding/json's\n got: %q\nwant: %q", r.kind, got.Body.Bytes(), want.Body.Bytes())
 	}
 }
 
@@ -135,10 +147,15 @@ func TestEventJSONMatchesEncodingJSON(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			for _, matched := range []int{0, 1, -3, 45000} {
-				checkSameResponse(t, c.code, c.msg, c.ev, matched)
+				for _, r := range replies(c.ev, matched, c.msg) {
+					checkSameResponse(t, c.code, c.msg, r)
+				}
 			}
-			if _, ok := appendEventEnvelope(nil, c.code, c.msg, c.ev, 1); ok == slow[c.name] {
-				t.Fatalf("fast path taken: %v, want %v", ok, !slow[c.name])
+			for _, r := range replies(c.ev, 1, "")[:3] {
+				fast := !slow[c.name] || r.kind == replyPage && c.ev == nil // a page writes a nil event as null
+				if _, ok := appendEventReply(nil, c.code, c.msg, r); ok != fast {
+					t.Fatalf("kind %d: fast path taken: %v, want %v", r.kind, ok, fast)
+				}
 			}
 		})
 	}
@@ -166,9 +183,11 @@ func TestEventJSONCoversEveryField(t *testing.T) {
 			t.Fatalf("model.Event.%s has a type (%s) this test and writeEventJSON do not know: teach both", sf.Name, sf.Type)
 		}
 	}
-	checkSameResponse(t, 201, "Event created successfully", ev, 1)
+	for _, r := range replies(ev, 1, "c") {
+		checkSameResponse(t, 201, "Event created successfully", r)
+	}
 	var back map[string]any
-	if err := json.Unmarshal(viaFast(201, "m", ev, 1).Body.Bytes(), &back); err != nil {
+	if err := json.Unmarshal(viaFast(201, "m", &eventReply{ev: ev, matched: 1}).Body.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
 	if data := back["data"].(map[string]any); len(data) != v.NumField()+1 {
@@ -249,7 +268,9 @@ func FuzzEventJSON(f *testing.F) {
 		if flags&8 != 0 {
 			ev.Data = nil
 		}
-		checkSameResponse(t, 200+int(flags>>4)*50, s1+hk, ev, int(offset))
+		for _, r := range replies(ev, int(offset), hv) {
+			checkSameResponse(t, 200+int(flags>>4)*50, s1+hk, r)
+		}
 	})
 }
 
@@ -257,7 +278,7 @@ func FuzzEventJSON(f *testing.F) {
 // encoding/json (writeJSON, as before) and by writeEventJSON.
 func BenchmarkPublishResponse(b *testing.B) {
 	ev := benchEvent()
-	size := int64(viaFast(201, "Event created successfully", ev, 1).Body.Len())
+	size := int64(viaFast(201, "Event created successfully", &eventReply{ev: ev, matched: 1}).Body.Len())
 	for _, bc := range []struct {
 		name  string
 		write func(w http.ResponseWriter)

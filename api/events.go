@@ -312,7 +312,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, a *access) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, "Event fetched successfully", ev)
+	writeEventReply(w, http.StatusOK, "Event fetched successfully", &eventReply{kind: replyEvent, ev: ev})
 	return nil
 }
 
@@ -333,8 +333,8 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, a *access) e
 	if evs == nil {
 		evs = []*model.Event{}
 	}
-	writeJSON(w, http.StatusOK, "Events fetched successfully", pageData{Content: evs,
-		Pagination: pagination{PerPage: page.Limit, HasNextPage: next != "", NextPageCursor: next}})
+	writeEventReply(w, http.StatusOK, "Events fetched successfully", &eventReply{kind: replyPage, list: evs,
+		page: pagination{PerPage: page.Limit, HasNextPage: next != "", NextPageCursor: next}})
 	return nil
 }
 
