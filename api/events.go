@@ -296,13 +296,13 @@ func (s *Server) publishHandler(mode publishMode) handler {
 		}
 		if p.Duplicate {
 			w.Header().Set("Idempotent-Replayed", "true")
-			writeJSON(w, http.StatusOK, "Event already exists for this idempotency_key; nothing was created", eventOut{Event: p.Event, MatchedEndpoints: p.Matched})
+			writeEventJSON(w, http.StatusOK, "Event already exists for this idempotency_key; nothing was created", p.Event, p.Matched)
 			return nil
 		}
 		if s.cfg.OnPublish != nil {
 			s.cfg.OnPublish(a.project.UID)
 		}
-		writeJSON(w, http.StatusCreated, "Event created successfully", eventOut{Event: p.Event, MatchedEndpoints: p.Matched})
+		writeEventJSON(w, http.StatusCreated, "Event created successfully", p.Event, p.Matched)
 		return nil
 	}
 }
@@ -312,7 +312,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, a *access) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, "Event fetched successfully", ev)
+	writeEventReply(w, http.StatusOK, "Event fetched successfully", &eventReply{kind: replyEvent, ev: ev})
 	return nil
 }
 
@@ -333,8 +333,8 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, a *access) e
 	if evs == nil {
 		evs = []*model.Event{}
 	}
-	writeJSON(w, http.StatusOK, "Events fetched successfully", pageData{Content: evs,
-		Pagination: pagination{PerPage: page.Limit, HasNextPage: next != "", NextPageCursor: next}})
+	writeEventReply(w, http.StatusOK, "Events fetched successfully", &eventReply{kind: replyPage, list: evs,
+		page: pagination{PerPage: page.Limit, HasNextPage: next != "", NextPageCursor: next}})
 	return nil
 }
 
@@ -356,7 +356,7 @@ func (s *Server) replayEvent(w http.ResponseWriter, r *http.Request, a *access) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, "Event replayed successfully", eventOut{Event: ev, MatchedEndpoints: res.Matched})
+	writeEventJSON(w, http.StatusOK, "Event replayed successfully", ev, res.Matched)
 	return nil
 }
 
