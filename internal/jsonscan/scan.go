@@ -196,7 +196,11 @@ func skipLiteral(b []byte, i int, lit string) (int, error) {
 // just after it; trailing bytes are the caller's to check. On error the index is where the input
 // stopped being valid. It accepts exactly what json.Valid accepts as a value, without recursion and
 // without allocating.
-func Value(b []byte, i int) (int, error) {
+func Value(b []byte, i int) (int, error) { return value(b, i, 0) }
+
+// value is Value for a value nested in outer containers, which count toward MaxDepth as they do in
+// encoding/json (a member of a top-level object may nest MaxDepth-1 deep).
+func value(b []byte, i, outer int) (int, error) {
 	// inObject holds one bit per open container: set for an object, clear for an array.
 	var inObject [MaxDepth/64 + 1]uint64
 	depth := 0
@@ -210,7 +214,7 @@ func Value(b []byte, i int) (int, error) {
 		closed := false
 		switch c := b[i]; {
 		case c == '{' || c == '[':
-			if depth == MaxDepth {
+			if outer+depth == MaxDepth {
 				return i, ErrTooDeep
 			}
 			w, bit := depth/64, uint64(1)<<(depth%64)
@@ -302,7 +306,8 @@ func skipKey(b []byte, i int) (int, error) {
 // each byte-equal to one of keys and present at most once, and sets spans[k] to the span of the value
 // of keys[k] (spans must be as long as keys and zero). It reports false for anything else: another
 // shape, a key encoding/json could match case-insensitively, a duplicate, invalid JSON, trailing
-// data. The values are validated, not interpreted.
+// data. The values are validated, not interpreted (a value nests at most MaxDepth-1 deep, as the
+// object itself is one level).
 func Object(b []byte, keys []string, spans []Span) bool {
 	i := SkipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
@@ -329,7 +334,7 @@ func Object(b []byte, keys []string, spans []Span) bool {
 			return false
 		}
 		start := SkipSpace(b, i+1)
-		end, err := Value(b, start)
+		end, err := value(b, start, 1)
 		if err != nil {
 			return false
 		}

@@ -141,8 +141,8 @@ func FuzzValue(f *testing.F) {
 	for _, s := range []string{
 		`{"a":[1,-0,1e5,2.5E-3,true,false,null,"x\u00e9\n"]}`, `01`, `-`, `1.`, `"\ud800"`, "\"\xff\"",
 		`[[[[]]]]`, `{"a":1,}`, `{"a" 1}`, ` 1 `, `1 2`, "\"\x00\"", `"\u00zz"`,
-		strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth),
-		strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1),
+		// The MaxDepth boundary is TestValue's: 20 KB seeds would make every fuzz run slow.
+		strings.Repeat(`{"a":[`, 64) + strings.Repeat("]}", 64),
 	} {
 		f.Add([]byte(s))
 	}
@@ -194,17 +194,23 @@ func TestObject(t *testing.T) {
 		{`{"a":1`, nil, false},
 		{`[]`, nil, false},
 		{``, nil, false},
+		// The object is one of encoding/json's MaxDepth levels.
+		{`{"a":` + strings.Repeat("[", MaxDepth-1) + strings.Repeat("]", MaxDepth-1) + `}`, []string{strings.Repeat("[", MaxDepth-1) + strings.Repeat("]", MaxDepth-1)}, true},
+		{`{"a":` + strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth) + `}`, nil, false},
 	} {
 		b := []byte(tc.in)
+		if json.Valid(b) != tc.ok && tc.ok {
+			t.Fatalf("Object accepts input json.Valid refuses: %.80q", tc.in)
+		}
 		spans := make([]Span, len(keys))
 		ok := Object(b, keys, spans)
 		if ok != tc.ok {
-			t.Errorf("Object(%q) = %v, want %v", tc.in, ok, tc.ok)
+			t.Errorf("Object(%.80q) = %v, want %v", tc.in, ok, tc.ok)
 			continue
 		}
 		for k := range tc.want {
 			if got := string(b[spans[k].Start:spans[k].End]); got != tc.want[k] {
-				t.Errorf("Object(%q): %s spans %q, want %q", tc.in, keys[k], got, tc.want[k])
+				t.Errorf("Object(%.80q): %s spans %.80q, want %.80q", tc.in, keys[k], got, tc.want[k])
 			}
 		}
 	}
