@@ -38,7 +38,8 @@ type PublishRequest struct {
 const maxIdempotencyKey = 255
 
 // DecodePublish parses and validates a publish body for a mode. Data is kept as the exact bytes of the
-// "data" value. It is the parser the fuzz test guards.
+// "data" value. The body is read whole first, so one over the reader's limit is a 413 whatever it
+// holds. It is the parser the fuzz tests guard.
 func decodePublish(body io.Reader, mode publishMode) (*PublishRequest, error) {
 	buf, err := readPublishBody(body)
 	if err != nil {
