@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -31,11 +32,32 @@ func newClusterNode(t *testing.T, id, host string) *clusterNode {
 	return &clusterNode{id: id, host: host, httpAddr: freePortOn(t, host), raftAddr: freePortOn(t, host), dataDir: t.TempDir()}
 }
 
-func cli(t *testing.T, args ...string) []byte {
-	t.Helper()
+func runCLI(args ...string) ([]byte, error) {
 	cmd := exec.Command(binPath, append([]string{"cluster"}, args...)...)
 	cmd.Env = append(cmd.Environ(), "SLUICE_ROOT_KEY=sk_test_root_key")
-	out, err := cmd.CombinedOutput()
+	return cmd.CombinedOutput()
+}
+
+func cli(t *testing.T, args ...string) []byte {
+	t.Helper()
+	out, err := runCLI(args...)
+	if err != nil {
+		t.Fatalf("sluice cluster %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// cliRetrying runs a cluster command until it stops answering the documented 503 "… right now;
+// retry" (no leader known yet, e.g. just after a re-election on a loaded machine), which changed
+// nothing; any other failure is fatal.
+func cliRetrying(t *testing.T, args ...string) []byte {
+	t.Helper()
+	var out []byte
+	var err error
+	waitFor(t, fmt.Sprintf("sluice cluster %v to find a leader", args), func() bool {
+		out, err = runCLI(args...)
+		return err == nil || !bytes.Contains(out, []byte("right now; retry"))
+	})
 	if err != nil {
 		t.Fatalf("sluice cluster %v: %v\n%s", args, err, out)
 	}
@@ -247,8 +269,8 @@ func TestThreeNodeClusterSurvivesLosingItsLeader(t *testing.T) {
 			break
 		}
 	}
-	cli(t, "snapshot", "--addr", byID[cur].httpAddr)
-	cli(t, "remove", victim.id, "--addr", byID[cur].httpAddr)
+	cliRetrying(t, "snapshot", "--addr", byID[cur].httpAddr)
+	cliRetrying(t, "remove", victim.id, "--addr", byID[cur].httpAddr)
 	victim.p.kill()
 	fresh := newClusterNode(t, "n4", victim.host)
 	fresh.start(t, "--join", byID[cur].httpAddr, "--log-level", "info")
