@@ -47,6 +47,9 @@ func releaseBody(buf *bytes.Buffer) {
 	}
 }
 
+// stringKeys are the fields decoded as simple strings.
+var stringKeys = [...]int{pkEndpointID, pkOwnerID, pkEventType, pkIdempotencyKey}
+
 // decodePublishFast decodes b into in when b is a publish body in the canonical shape: one object,
 // only PublishRequest's exact (lower-case) keys, each at most once, simple strings (no escapes,
 // valid UTF-8), custom_headers an object of simple strings, data present and not null, nothing after
@@ -62,28 +65,16 @@ func decodePublishFast(b []byte, in *PublishRequest) bool {
 		return false
 	}
 	var strs [pkCount][]byte
-	for _, k := range [...]int{pkEndpointID, pkOwnerID, pkEventType, pkIdempotencyKey} {
-		if spans[k].Empty() {
-			continue
-		}
-		s, ok := jsonscan.IsString(b, spans[k])
-		if !ok {
-			return false
-		}
-		strs[k] = s
+	if !jsonscan.Strings(b, spans[:], stringKeys[:], strs[:]) {
+		return false
 	}
 	data := spans[pkData]
 	if data.Empty() || b[data.Start] == 'n' {
 		return false
 	}
-	var headers map[string]string
-	if h := spans[pkCustomHeaders]; !h.Empty() {
-		n, ok := jsonscan.StringObject(b, h, nil)
-		if !ok {
-			return false
-		}
-		headers = make(map[string]string, n)
-		jsonscan.StringObject(b, h, func(k, v []byte) { headers[string(k)] = string(v) })
+	headers, ok := jsonscan.StringMap(b, spans[pkCustomHeaders])
+	if !ok {
+		return false
 	}
 	*in = PublishRequest{
 		EndpointID:     string(strs[pkEndpointID]),

@@ -22,6 +22,9 @@ const (
 	pkCount
 )
 
+// stringKeys are the fields decoded as simple strings.
+var stringKeys = [...]int{pkProjectID, pkTarget, pkEndpointID, pkOwnerID, pkEventType, pkIdempotencyKey}
+
 // decodePublishFast decodes a PUBLISH payload into p when it is in the canonical shape: one object,
 // only wire.Publish's exact (lower-case) keys, each at most once, simple strings (no escapes, valid
 // UTF-8), custom_headers an object of simple strings, data present and not null, nothing after the
@@ -37,28 +40,16 @@ func decodePublishFast(b []byte, p *wire.Publish) bool {
 		return false
 	}
 	var strs [pkCount][]byte
-	for _, k := range [...]int{pkProjectID, pkTarget, pkEndpointID, pkOwnerID, pkEventType, pkIdempotencyKey} {
-		if spans[k].Empty() {
-			continue
-		}
-		s, ok := jsonscan.IsString(b, spans[k])
-		if !ok {
-			return false
-		}
-		strs[k] = s
+	if !jsonscan.Strings(b, spans[:], stringKeys[:], strs[:]) {
+		return false
 	}
 	data := spans[pkData]
 	if data.Empty() || b[data.Start] == 'n' {
 		return false
 	}
-	var headers map[string]string
-	if h := spans[pkCustomHeaders]; !h.Empty() {
-		n, ok := jsonscan.StringObject(b, h, nil)
-		if !ok {
-			return false
-		}
-		headers = make(map[string]string, n)
-		jsonscan.StringObject(b, h, func(k, v []byte) { headers[string(k)] = string(v) })
+	headers, ok := jsonscan.StringMap(b, spans[pkCustomHeaders])
+	if !ok {
+		return false
 	}
 	*p = wire.Publish{
 		ProjectID:      string(strs[pkProjectID]),

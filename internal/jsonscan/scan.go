@@ -402,3 +402,34 @@ func StringObject(b []byte, s Span, fn func(key, val []byte)) (n int, ok bool) {
 		}
 	}
 }
+
+// Strings checks that each present span spans[k], for k in idx, is exactly one simple string and
+// stores its contents in out[k]; absent ones stay nil. It reports false if any is not simple.
+func Strings(b []byte, spans []Span, idx []int, out [][]byte) bool {
+	for _, k := range idx {
+		if spans[k].Empty() {
+			continue
+		}
+		s, ok := IsString(b, spans[k])
+		if !ok {
+			return false
+		}
+		out[k] = s
+	}
+	return true
+}
+
+// StringMap decodes the object of simple strings spanned by s into a new map (one allocation per
+// key and value); an absent span is a nil map. It reports false if any member is not simple.
+func StringMap(b []byte, s Span) (map[string]string, bool) {
+	if s.Empty() {
+		return nil, true
+	}
+	n, ok := StringObject(b, s, nil)
+	if !ok {
+		return nil, false
+	}
+	m := make(map[string]string, n)
+	StringObject(b, s, func(k, v []byte) { m[string(k)] = string(v) })
+	return m, true
+}

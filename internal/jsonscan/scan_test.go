@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -278,5 +279,31 @@ func BenchmarkValue(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestStringMap(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want map[string]string
+		ok   bool
+	}{
+		{`{}`, map[string]string{}, true},
+		{`{"a":"1","b":"2","a":"3"}`, map[string]string{"a": "3", "b": "2"}, true}, // last wins, as in encoding/json
+		{`{"a":1}`, nil, false},
+		{`{"a":"\n"}`, nil, false}, // an escape: not simple
+	} {
+		b := []byte(tt.in)
+		end, err := Value(b, 0)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.in, err)
+		}
+		got, ok := StringMap(b, Span{0, end})
+		if ok != tt.ok || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("StringMap(%s) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+	if m, ok := StringMap(nil, Span{}); m != nil || !ok {
+		t.Errorf("an absent span gives %v, %v; want nil, true", m, ok)
 	}
 }
