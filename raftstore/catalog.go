@@ -20,8 +20,12 @@ type catalog struct {
 	projects  map[string]*model.Project
 	endpoints map[string]map[string]*model.Endpoint     // project id -> endpoint id
 	subs      map[string]map[string]*model.Subscription // project id -> subscription id
-	nodes     map[string]*model.Node
-	live      []string // node ids taking part in dispatch, sorted
+	// subList is a project's subscriptions sorted by id, built on first use after the project's
+	// set changes: every publish matches against all of them, and copied and sorted them each time
+	// (n log n per publish for a broadcast to n subscriptions). Shared read-only with callers.
+	subList map[string][]*model.Subscription
+	nodes   map[string]*model.Node
+	live    []string // node ids taking part in dispatch, sorted
 }
 
 func newCatalog() *catalog {
@@ -30,6 +34,7 @@ func newCatalog() *catalog {
 		projects:  map[string]*model.Project{},
 		endpoints: map[string]map[string]*model.Endpoint{},
 		subs:      map[string]map[string]*model.Subscription{},
+		subList:   map[string][]*model.Subscription{},
 		nodes:     map[string]*model.Node{},
 	}
 }
@@ -171,6 +176,7 @@ func (c *catalog) deleteProject(pid string) {
 	delete(c.projects, pid)
 	delete(c.endpoints, pid)
 	delete(c.subs, pid)
+	delete(c.subList, pid)
 	for h, k := range c.keys {
 		if k.ProjectID == pid {
 			delete(c.keys, h)
@@ -196,6 +202,7 @@ func (c *catalog) deleteEndpoint(pid, eid string) {
 	for id, s := range c.subs[pid] {
 		if s.EndpointID == eid {
 			delete(c.subs[pid], id)
+			delete(c.subList, pid)
 		}
 	}
 	c.mu.Unlock()
@@ -209,12 +216,14 @@ func (c *catalog) putSubscription(s *model.Subscription) {
 		c.subs[s.ProjectID] = m
 	}
 	m[s.UID] = s
+	delete(c.subList, s.ProjectID)
 	c.mu.Unlock()
 }
 
 func (c *catalog) deleteSubscription(pid, sid string) {
 	c.mu.Lock()
 	delete(c.subs[pid], sid)
+	delete(c.subList, pid)
 	c.mu.Unlock()
 }
 
@@ -275,13 +284,25 @@ func (c *catalog) subscription(pid, sid string) *model.Subscription {
 	return c.subs[pid][sid]
 }
 
+// projectSubscriptions returns the project's subscriptions sorted by id. The slice is shared:
+// callers must not modify it.
 func (c *catalog) projectSubscriptions(pid string) []*model.Subscription {
 	c.mu.RLock()
-	out := make([]*model.Subscription, 0, len(c.subs[pid]))
+	out, ok := c.subList[pid]
+	c.mu.RUnlock()
+	if ok {
+		return out
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if out, ok := c.subList[pid]; ok {
+		return out
+	}
+	out = make([]*model.Subscription, 0, len(c.subs[pid]))
 	for _, s := range c.subs[pid] {
 		out = append(out, s)
 	}
-	c.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
+	c.subList[pid] = out
 	return out
 }

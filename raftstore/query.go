@@ -55,7 +55,8 @@ func (s *Store) Subscription(pid, sid string) *model.Subscription {
 	return s.fsm.cat.Load().subscription(pid, sid)
 }
 
-// Subscriptions returns a project's subscriptions ordered by id.
+// Subscriptions returns a project's subscriptions ordered by id, in a slice shared with other
+// callers: read it, do not modify it.
 func (s *Store) Subscriptions(pid string) []*model.Subscription {
 	return s.fsm.cat.Load().projectSubscriptions(pid)
 }
