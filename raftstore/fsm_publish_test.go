@@ -20,16 +20,8 @@ import (
 func TestPublishChecksSeeEarlierCommandsOfTheBatch(t *testing.T) {
 	now := time.UnixMilli(1_800_000_000_000).UTC()
 	f := fixture{pid: model.NewID(now), eid: model.NewID(now.Add(time.Millisecond)), now: now}
-	cmd := func(typ CmdType, body any, blob []byte) *Command {
-		c, err := NewCommand(typ, body, blob)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &c
-	}
-	project := cmd(CmdPutProject, PutProject{Create: true, Project: model.Project{UID: f.pid, Name: "p", CreatedAt: now}}, nil)
-	endpoint := cmd(CmdPutEndpoint, PutEndpoint{Create: true, Endpoint: model.Endpoint{UID: f.eid, ProjectID: f.pid,
-		URL: "http://127.0.0.1:1/", Status: model.EndpointActive, CreatedAt: now}}, nil)
+	cmd := func(typ CmdType, body any, blob []byte) *Command { return testCmd(t, typ, body, blob) }
+	project, endpoint := f.setupCmds(t)
 	publish := func(i int, idem string) *Command {
 		p, blob := publishCmd(f, i, idem)
 		return cmd(CmdPublish, p, blob)
@@ -51,19 +43,7 @@ func TestPublishChecksSeeEarlierCommandsOfTheBatch(t *testing.T) {
 		{"recreate: old keys are gone", []*Command{project, endpoint, publish(6, "a")}, []want{{nil, -1}, {nil, -1}, {nil, -1}}},
 	}
 
-	open := func(name string) *FSM {
-		st, err := openStateDB(filepath.Join(t.TempDir(), name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.close() })
-		fsm, err := newFSM(st, slog.Default(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fsm
-	}
-	batched, single := open("batched"), open("single")
+	batched, single := testFSM(t, "batched"), testFSM(t, "single")
 	var index uint64
 	firstA := ""
 	for _, step := range steps {
@@ -137,4 +117,37 @@ func TestBatchSizeFor(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testFSM opens an FSM on a fresh state DB in t's temp dir, closed when t ends.
+func testFSM(t *testing.T, name string) *FSM {
+	t.Helper()
+	st, err := openStateDB(filepath.Join(t.TempDir(), name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.close() })
+	fsm, err := newFSM(st, slog.Default(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fsm
+}
+
+// testCmd encodes a command, failing t if it cannot.
+func testCmd(t testing.TB, typ CmdType, body any, blob []byte) *Command {
+	t.Helper()
+	c, err := NewCommand(typ, body, blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+// setupCmds are the commands creating f's project and its active endpoint.
+func (f fixture) setupCmds(t testing.TB) (project, endpoint *Command) {
+	project = testCmd(t, CmdPutProject, PutProject{Create: true, Project: model.Project{UID: f.pid, Name: "p", CreatedAt: f.now}}, nil)
+	endpoint = testCmd(t, CmdPutEndpoint, PutEndpoint{Create: true, Endpoint: model.Endpoint{UID: f.eid, ProjectID: f.pid,
+		URL: "http://127.0.0.1:1/", Status: model.EndpointActive, CreatedAt: f.now}}, nil)
+	return project, endpoint
 }

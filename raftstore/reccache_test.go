@@ -3,8 +3,6 @@ package raftstore
 import (
 	"bytes"
 	"io"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,16 +18,8 @@ import (
 func TestRecordCacheKeepsStateExact(t *testing.T) {
 	now := time.UnixMilli(1_800_000_000_000).UTC()
 	f := fixture{pid: model.NewID(now), eid: model.NewID(now.Add(time.Millisecond)), now: now}
-	cmd := func(typ CmdType, body any, blob []byte) *Command {
-		c, err := NewCommand(typ, body, blob)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &c
-	}
-	project := cmd(CmdPutProject, PutProject{Create: true, Project: model.Project{UID: f.pid, Name: "p", CreatedAt: now}}, nil)
-	endpoint := cmd(CmdPutEndpoint, PutEndpoint{Create: true, Endpoint: model.Endpoint{UID: f.eid, ProjectID: f.pid,
-		URL: "http://127.0.0.1:1/", Status: model.EndpointActive, CreatedAt: now}}, nil)
+	cmd := func(typ CmdType, body any, blob []byte) *Command { return testCmd(t, typ, body, blob) }
+	project, endpoint := f.setupCmds(t)
 	var dids []string
 	var publishes []*Command
 	for i := range 5 {
@@ -62,15 +52,7 @@ func TestRecordCacheKeepsStateExact(t *testing.T) {
 		{"recreated project", []*Command{project, endpoint, results(result(3, model.StatusRetry, 2))}, 0},
 	}
 	open := func(name string, max int) *FSM {
-		st, err := openStateDB(filepath.Join(t.TempDir(), name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.close() })
-		fsm, err := newFSM(st, slog.Default(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		fsm := testFSM(t, name)
 		fsm.recs = newRecordCache(max)
 		return fsm
 	}
@@ -111,31 +93,21 @@ func TestRecordCacheKeepsStateExact(t *testing.T) {
 func TestRecordCacheIsClearedByRestore(t *testing.T) {
 	now := time.UnixMilli(1_800_000_000_000).UTC()
 	f := fixture{pid: model.NewID(now), eid: model.NewID(now.Add(time.Millisecond)), now: now}
-	st, err := openStateDB(filepath.Join(t.TempDir(), "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.close() })
-	fsm, err := newFSM(st, slog.Default(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fsm := testFSM(t, "state")
+	st := fsm.st
 	var index uint64
-	apply := func(typ CmdType, body any, blob []byte) {
+	applyCmd := func(c *Command) {
 		t.Helper()
-		c, err := NewCommand(typ, body, blob)
-		if err != nil {
-			t.Fatal(err)
-		}
 		index++
-		out := fsm.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: encodeEntry([]*Command{&c})}})
+		out := fsm.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: encodeEntry([]*Command{c})}})
 		if err := out[0].([]Result)[0].Err; err != nil {
-			t.Fatalf("apply %s: %v", typ, err)
+			t.Fatalf("apply %s: %v", c.Type, err)
 		}
 	}
-	apply(CmdPutProject, PutProject{Create: true, Project: model.Project{UID: f.pid, Name: "p", CreatedAt: now}}, nil)
-	apply(CmdPutEndpoint, PutEndpoint{Create: true, Endpoint: model.Endpoint{UID: f.eid, ProjectID: f.pid,
-		URL: "http://127.0.0.1:1/", Status: model.EndpointActive, CreatedAt: now}}, nil)
+	apply := func(typ CmdType, body any, blob []byte) { t.Helper(); applyCmd(testCmd(t, typ, body, blob)) }
+	project, endpoint := f.setupCmds(t)
+	applyCmd(project)
+	applyCmd(endpoint)
 	p, blob := publishCmd(f, 1, "")
 	apply(CmdPublish, p, blob)
 	did := p.Targets[0].DeliveryID
