@@ -114,8 +114,13 @@ func TestRunEarlierScheduleWakesIt(t *testing.T) {
 	w, fc, batches, _ := runWheel(t, Config{})
 	w.Schedule("late", start.Add(time.Hour))
 	park(t, fc)
-	// Run sleeps until the hour's slot; only the wake channel can get "soon" fired at 5 ms.
+	// Run sleeps until the hour's slot; only the wake channel can get "soon" fired at 5 ms. Advancing
+	// before Run has re-armed its timer for 5 ms could let it read the old time and then arm 5 ms
+	// past the advance (a failure seen once under -race): wait for that timer first.
 	w.Schedule("soon", start.Add(5*ms))
+	if !fc.WaitTimerBy(start.Add(5*ms), wait) {
+		t.Fatal("Run did not re-arm its timer for the earlier key")
+	}
 	fc.Advance(5 * ms)
 	if got := recv(t, batches); !slices.Equal(got, []string{"soon"}) {
 		t.Fatalf("batch %v, want [soon]", got)

@@ -127,6 +127,31 @@ func (f *Fake) WaitTimers(n int, deadline time.Duration) bool {
 	}
 }
 
+// WaitTimerBy blocks until a timer due at or before t is armed, or deadline passes (real time); it
+// reports whether one was. A test that has just changed what a goroutine waits for uses it to know
+// the goroutine has re-armed its timer, so that an Advance cannot fall between the goroutine reading
+// the time and arming its timer from that reading (the timer would then be set past the advance).
+func (f *Fake) WaitTimerBy(t time.Time, deadline time.Duration) bool {
+	end := time.NewTimer(deadline)
+	defer end.Stop()
+	for {
+		f.mu.Lock()
+		for _, tm := range f.timers {
+			if !tm.when.After(t) {
+				f.mu.Unlock()
+				return true
+			}
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-end.C:
+			return false
+		}
+	}
+}
+
 func (f *Fake) notifyLocked() {
 	close(f.changed)
 	f.changed = make(chan struct{})
