@@ -109,22 +109,7 @@ func (f *Fake) Timers() int {
 // WaitTimers blocks until at least n timers are armed or deadline passes (real time); it reports
 // whether the count was reached. It lets a test wait for a goroutine to park without sleeping.
 func (f *Fake) WaitTimers(n int, deadline time.Duration) bool {
-	end := time.NewTimer(deadline)
-	defer end.Stop()
-	for {
-		f.mu.Lock()
-		if len(f.timers) >= n {
-			f.mu.Unlock()
-			return true
-		}
-		ch := f.changed
-		f.mu.Unlock()
-		select {
-		case <-ch:
-		case <-end.C:
-			return false
-		}
-	}
+	return f.waitUntil(deadline, func() bool { return len(f.timers) >= n })
 }
 
 // WaitTimerBy blocks until a timer due at or before t is armed, or deadline passes (real time); it
@@ -132,18 +117,29 @@ func (f *Fake) WaitTimers(n int, deadline time.Duration) bool {
 // the goroutine has re-armed its timer, so that an Advance cannot fall between the goroutine reading
 // the time and arming its timer from that reading (the timer would then be set past the advance).
 func (f *Fake) WaitTimerBy(t time.Time, deadline time.Duration) bool {
+	return f.waitUntil(deadline, func() bool {
+		for _, tm := range f.timers {
+			if !tm.when.After(t) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// waitUntil blocks until cond, evaluated under f.mu each time the timers change, holds, or deadline
+// passes (real time).
+func (f *Fake) waitUntil(deadline time.Duration, cond func() bool) bool {
 	end := time.NewTimer(deadline)
 	defer end.Stop()
 	for {
 		f.mu.Lock()
-		for _, tm := range f.timers {
-			if !tm.when.After(t) {
-				f.mu.Unlock()
-				return true
-			}
-		}
+		ok := cond()
 		ch := f.changed
 		f.mu.Unlock()
+		if ok {
+			return true
+		}
 		select {
 		case <-ch:
 		case <-end.C:
