@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-gw/sluice/dispatcher"
 )
 
 // serveConfig is every setting of `sluice serve`. Each field has one flag and one environment
@@ -33,6 +35,8 @@ type serveConfig struct {
 	SnapshotEvery   uint64
 	ShutdownTimeout time.Duration
 	Workers         int
+	BreakerFailures int
+	BreakerCooldown time.Duration
 	Bootstrap       bool
 	Join            string
 	Region          string
@@ -65,6 +69,8 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.Uint64Var(&c.SnapshotEvery, "snapshot-threshold", 8192, "Raft entries between snapshots")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for in-flight work")
 	fs.IntVar(&c.Workers, "workers", 256, "global budget of concurrent delivery requests")
+	fs.IntVar(&c.BreakerFailures, "breaker-failures", dispatcher.DefaultFailureThreshold, "consecutive failed attempts to one endpoint that open its circuit breaker (its deliveries wait while open)")
+	fs.DurationVar(&c.BreakerCooldown, "breaker-cooldown", dispatcher.DefaultCooldown, "how long an open circuit breaker waits before one probe attempt")
 	fs.BoolVar(&c.Bootstrap, "bootstrap", true, "with no Raft state yet, form a one-node cluster (false: wait to be added to one)")
 	fs.StringVar(&c.Join, "join", "", "HTTP address of any cluster member to join (implies --bootstrap=false)")
 	fs.StringVar(&c.Region, "region", "", "this node's region label (endpoints may pin a region)")
@@ -126,6 +132,12 @@ func parseServe(args []string, c *serveConfig) error {
 	}
 	if !validEmailHeader(c.SMTP.From) {
 		return fmt.Errorf("--smtp-from: %q contains a line break", c.SMTP.From)
+	}
+	if c.BreakerFailures <= 0 {
+		return fmt.Errorf("--breaker-failures: must be > 0, got %d", c.BreakerFailures)
+	}
+	if c.BreakerCooldown <= 0 {
+		return fmt.Errorf("--breaker-cooldown: must be > 0, got %v", c.BreakerCooldown)
 	}
 	if c.MaxPayloadBytes <= 0 {
 		return fmt.Errorf("--max-payload-bytes: must be > 0, got %s", strconv.FormatInt(c.MaxPayloadBytes, 10))

@@ -305,6 +305,7 @@ func startNode(cfg serveConfig, log *slog.Logger) (*node, error) {
 		OnPublish: func(projectID string) { eventsIngested(projectID, "http").Inc() }})
 	dcfg := dispatcher.DefaultConfig()
 	dcfg.Workers = cfg.Workers
+	dcfg.Breaker = dispatcher.BreakerConfig{FailureThreshold: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown}
 	dcfg.UserAgent = "Sluice/" + version
 	dcfg.Logger = log
 	n.engine, err = dispatcher.NewEngine(dispatcher.EngineConfig{
