@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -65,7 +67,20 @@ func TestDecodeMessageContract(t *testing.T) {
 		{name: "no message id, no key: at least once, never a key shared by all id-less messages", cfg: defaults, body: `{}`,
 			typ: "order.created", endpoint: epID, data: `{}`, mode: api.PublishToEndpoint, noKey: true},
 
+		{name: "an envelope with an escaped key is read by encoding/json", cfg: defaults,
+			body: `{"event\u005ftype":"a.b","data":{"x":1},"custom_headers":{"k":null}}`, id: "4",
+			typ: "a.b", endpoint: epID, data: `{"x":1}`, key: "msg:" + srcID + ":4", mode: api.PublishToEndpoint},
+		{name: "an envelope field of the wrong type makes the body data", cfg: defaults, body: `{"event_type":5,"data":1}`, id: "6",
+			typ: "order.created", endpoint: epID, data: `{"event_type":5,"data":1}`, key: "msg:" + srcID + ":6", mode: api.PublishToEndpoint},
+		{name: "an object whose envelope fields are followed by another is data", cfg: defaults,
+			body: " {\"data\":{\"event_type\":\"x\"},\"owner_id\":\"o\",\"Event_Type\":\"y\"}\n", id: "5",
+			typ: "order.created", endpoint: epID, data: `{"data":{"event_type":"x"},"owner_id":"o","Event_Type":"y"}`, key: "msg:" + srcID + ":5", mode: api.PublishToEndpoint},
+
 		{name: "not JSON", cfg: defaults, body: `not json`, err: "not JSON"},
+		{name: "an unterminated object", cfg: defaults, body: `{"a":1,"event_type":"x"`, err: "not JSON"},
+		{name: "trailing data after an envelope", cfg: defaults, body: `{"event_type":"a","data":1} {}`, err: "not JSON"},
+		{name: "an envelope with null data", cfg: defaults, body: `{"event_type":"a","data":null}`, err: "data: required"},
+
 		{name: "empty body", cfg: defaults, body: ``, err: "not JSON"},
 		{name: "null data", cfg: defaults, body: `null`, err: "data: required"},
 		{name: "no type anywhere", cfg: model.BrokerConfig{EndpointID: epID}, body: `{}`, err: "event_type: none"},
@@ -125,14 +140,20 @@ func TestMessageKeyIsStableAndDistinct(t *testing.T) {
 	}
 }
 
-// FuzzDecode: no message body or header set makes Decode panic, and whatever it accepts is a valid
-// publish.
+// FuzzDecode: no message body or header set makes Decode panic, whatever it accepts is a valid
+// publish, and the trimmed body it reads gets encoding/json's answers from the fast paths (envelope or
+// data, and whether data is JSON).
 func FuzzDecode(f *testing.F) {
-	for _, s := range []string{`{"a":1}`, `{"event_type":"a.b","data":{"x":1}}`, `null`, `[`, `{"event_type":"a","data":1,"owner_id":"o"}`, "\xff"} {
+	for _, s := range append([]string{`{"a":1}`, `{"event_type":"a.b","data":{"x":1}}`, `null`, `[`, `{"event_type":"a","data":1,"owner_id":"o"}`, "\xff"}, envelopeSeeds...) {
 		f.Add([]byte(s), "sluice-event-type", "t.t", uint8(0))
 	}
 	f.Fuzz(func(t *testing.T, body []byte, hk, hv string, mode uint8) {
 		cfg := model.BrokerConfig{Body: []string{"", model.BodyEnvelope, model.BodyData}[int(mode)%3], EventType: "d.d"}
+		trimmed := bytes.TrimSpace(body)
+		checkEnvelope(t, trimmed)
+		if got, want := validJSON(trimmed), json.Valid(trimmed); got != want {
+			t.Fatalf("validJSON(%q) = %v, json.Valid says %v", short(trimmed), got, want)
+		}
 		in, m, err := Decode(testSource(cfg), &Message{ID: "f", Body: body, Headers: map[string]string{hk: hv}}, 1<<20)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
