@@ -163,7 +163,8 @@ func looksLikeEnvelope(b []byte, env *envelope) bool {
 
 // envelopeFast is looksLikeEnvelope read with jsonscan (one pass for an envelope, the first keys for
 // a typical data object) where the answer does not depend on how encoding/json reads escapes, nulls,
-// duplicates or invalid input; decided is false for the rest, and then env is untouched. An envelope's strings, headers and data are copies: nothing aliases b.
+// duplicates or invalid input; decided is false for the rest, and then env is untouched. An
+// envelope's strings, headers and data are copies: nothing aliases b.
 func envelopeFast(b []byte, env *envelope) (isEnv, decided bool) {
 	if len(b) == 0 || b[0] != '{' {
 		return false, true
